@@ -1,0 +1,37 @@
+"""gentoolkit: train and sample generative image models, extended by plugins.
+
+This module is the public API: plugins and notebooks import from here only.
+"""
+
+from gentoolkit.config import apply_overrides, from_dict, to_dict
+from gentoolkit.data import batch_count, binarize, from_signed, index_batches, to_signed, to_unit
+from gentoolkit.errors import GentoolError
+from gentoolkit.hookspecs import hookimpl
+from gentoolkit.interfaces import (
+    AdversarialObjective,
+    Component,
+    DataOptions,
+    Dataset,
+    DiscriminatorScored,
+    ImageData,
+    ImageSpec,
+    Loss,
+    Model,
+    NoConfig,
+    Objective,
+    Recipe,
+    Sampler,
+    Samples,
+    Trainer,
+    VariationalModel,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdversarialObjective", "Component", "DataOptions", "Dataset", "DiscriminatorScored",
+    "GentoolError", "ImageData", "ImageSpec", "Loss", "Model", "NoConfig", "Objective",
+    "Recipe", "Sampler", "Samples", "Trainer", "VariationalModel", "__version__",
+    "apply_overrides", "batch_count", "binarize", "from_dict", "from_signed", "hookimpl",
+    "index_batches", "to_dict", "to_signed", "to_unit",
+]

@@ -1,0 +1,282 @@
+"""What the CLI does, one call away in Python: fit, resume, load a run, sample.
+
+    import gentoolkit.api as gt
+    run = gt.fit("vae", dataset="mnist", epochs=5)
+    images = run.sample(64).images        # N x C x H x W in [0, 1]
+    run = gt.load_run("runs/bernoulli-vae/20261126-120000")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gentoolkit import __version__, checkpoint
+from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGrids
+from gentoolkit.config import apply_overrides, from_dict, split_assignment, to_dict
+from gentoolkit.errors import GentoolError
+from gentoolkit.interfaces import DataOptions, ImageSpec, Model, Samples
+from gentoolkit.registry import Toolkit, get_toolkit, require_fit
+from gentoolkit.training import Callback, LoopState, TrainingLoop, TrainingOptions
+
+RUNS_DIR = Path("runs")
+TARGETS = ("trainer", "objective", "data")  # --set prefixes; a bare key sets the model
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where data sets live: ``data_dir``, else ``$GENTOOL_DATA_DIR``, else the user cache."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser().resolve()
+    if os.environ.get("GENTOOL_DATA_DIR"):
+        return Path(os.environ["GENTOOL_DATA_DIR"]).expanduser().resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "gentoolkit" / "data"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a device that is not there is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GentoolError(f"--device {name}: no CUDA GPU is available here; use --device cpu or auto.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise GentoolError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto.")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise GentoolError(f"--device {name}: not a device; use auto, cpu, cuda or mps.") from None
+
+
+def split_overrides(assignments: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """Sort ``--set`` assignments by target: ``trainer.x``, ``objective.x``, ``data.x`` or the model."""
+    split: dict[str, list[tuple[str, str]]] = {"model": [], **{t: [] for t in TARGETS}}
+    for assignment in assignments:
+        key, value = split_assignment(assignment)
+        target, dot, rest = key.partition(".")
+        if dot and target in TARGETS:
+            split[target].append((rest, value))
+        else:
+            split["model"].append((key, value))
+    return split
+
+
+@dataclass
+class Run:
+    """A run directory: its config, metrics and (loaded on first use) its model."""
+
+    path: Path
+    config: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    toolkit: Toolkit = field(default_factory=get_toolkit, repr=False)
+
+    @cached_property
+    def model(self) -> Model:
+        """The trained model, rebuilt from config.json and the safetensors weights."""
+        model = build_model(self.toolkit, self.config)
+        checkpoint.load_weights(model, self.path / checkpoint.WEIGHTS)
+        return model.to(self.device).eval()
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """The rows of metrics.jsonl, one per epoch."""
+        path = self.path / checkpoint.METRICS
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
+               options: Mapping[str, Any] | None = None) -> Samples:
+        """Draw ``n`` images with the named sampler (the model's default if None)."""
+        if n <= 0:
+            raise GentoolError(f"-n must be a positive number of images, got {n}.")
+        name = sampler or self.model.default_sampler
+        sampler_cls = self.toolkit.samplers.get(name)
+        assignments = [(k, str(v)) for k, v in (options or {}).items()]
+        config = apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'")
+        require_fit("sampler", sampler_cls, self.model)
+        torch.manual_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return sampler_cls(config).sample(self.model, n, generator)
+
+
+def build_model(toolkit: Toolkit, config: Mapping[str, Any]) -> Model:
+    """Rebuild the (untrained) model a run's config.json describes."""
+    try:
+        name = config["model"]["name"]
+        spec = ImageSpec(**config["image_spec"])
+        values = config["model"]["config"]
+    except (KeyError, TypeError):
+        raise GentoolError("config.json does not describe a gentoolkit model; "
+                           "the run was written by another program or is damaged.") from None
+    cls = toolkit.models.get(name)
+    return cls(from_dict(cls.Config, values), spec)
+
+
+def load_run(path: str | os.PathLike, device: str = "cpu") -> Run:
+    """Open a run directory, checking it is one."""
+    path = checkpoint.check_run_dir(Path(path))
+    config = checkpoint.read_json(path / checkpoint.CONFIG)
+    if not isinstance(config, dict) or "model" not in config:
+        raise GentoolError(f"{path / checkpoint.CONFIG} is not a gentoolkit run config.")
+    return Run(path, config, resolve_device(device))
+
+
+def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "cpu") -> Run:
+    """The newest run of ``model`` (a name or alias) under ``runs_dir``."""
+    name = get_toolkit().models.entry(model).name
+    return load_run(checkpoint.latest_run_dir(Path(runs_dir), name), device)
+
+
+@dataclass
+class _Plan:
+    """Every component and option of a fit, resolved and checked before any work starts."""
+
+    config: dict[str, Any]
+    options: TrainingOptions
+    device: torch.device
+
+
+def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, image_size, epochs,
+          batch_size, lr, max_steps, seed, device, objective, trainer, overrides) -> _Plan:
+    model_entry = toolkit.models.entry(model)
+    model_cls = model_entry.cls
+    data_cls = toolkit.datasets.get(dataset)
+    objective_cls = toolkit.objectives.get(objective or model_cls.default_objective)
+    trainer_cls = toolkit.trainers.get(trainer or model_cls.default_trainer)
+    if not issubclass(objective_cls, trainer_cls.objective_type):
+        raise GentoolError(f"trainer '{trainer_cls.name}' cannot optimise objective "
+                           f"'{objective_cls.name}': it needs a {trainer_cls.objective_type.__name__}.")
+    sets = split_overrides(overrides)
+    configs = {
+        "model": apply_overrides(model_cls.Config(), sets["model"], f"model '{model_cls.name}'"),
+        "objective": apply_overrides(objective_cls.Config(), sets["objective"], f"objective '{objective_cls.name}'"),
+        "trainer": apply_overrides(trainer_cls.Config(), sets["trainer"], f"trainer '{trainer_cls.name}'"),
+        "data": apply_overrides(data_cls.Config(), sets["data"], f"dataset '{data_cls.name}'"),
+    }
+    if image_size is not None and image_size <= 0:
+        raise GentoolError(f"--image-size must be a positive integer, got {image_size}.")
+    recipe = model_cls.recipe
+    options = TrainingOptions(epochs=recipe.epochs if epochs is None else epochs,
+                              batch_size=recipe.batch_size if batch_size is None else batch_size,
+                              lr=recipe.lr if lr is None else lr, max_steps=max_steps, seed=seed)
+    resolved = resolve_device(device)
+    root = data_root(data_dir)
+    config = {
+        "gentoolkit_version": __version__,
+        "model": {"name": model_cls.name, "plugin": model_entry.plugin,
+                  "distribution": model_entry.distribution,
+                  "version": toolkit.plugins[model_entry.plugin].version,
+                  "config": to_dict(configs["model"])},
+        "objective": {"name": objective_cls.name, "config": to_dict(configs["objective"])},
+        "trainer": {"name": trainer_cls.name, "config": to_dict(configs["trainer"])},
+        "dataset": {"name": data_cls.name, "config": to_dict(configs["data"]), "root": str(root),
+                    "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+                    "download": download, "image_size": image_size},
+        "training": {"epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr,
+                     "max_steps": options.max_steps, "seed": options.seed, "device": str(resolved)},
+    }
+    return _Plan(config, options, resolved)
+
+
+def _start(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, device: torch.device,
+           run_dir: Path, *, progress: bool, callbacks: Sequence[Callback], state: LoopState | None,
+           trainer_state: dict[str, Any] | None = None, rng_state: dict[str, Any] | None = None) -> Run:
+    """Load the data, build the components and train; shared by fit and resume."""
+    torch.manual_seed(options.seed)
+    ds = config["dataset"]
+    data_cls = toolkit.datasets.get(ds["name"])
+    data = data_cls(from_dict(data_cls.Config, ds["config"])).load(DataOptions(
+        root=Path(ds["root"]), data_dir=Path(ds["data_dir"]) if ds["data_dir"] else None,
+        download=ds["download"], image_size=ds["image_size"]))
+    config["image_spec"] = {"channels": data.spec.channels, "height": data.spec.height,
+                            "width": data.spec.width, "binary": data.spec.binary}
+    config["dataset"].update(train_size=len(data.train),
+                             test_size=len(data.test) if data.test is not None else 0)
+    model = build_model(toolkit, config).to(device)
+    objective_cls = toolkit.objectives.get(config["objective"]["name"])
+    objective = objective_cls(from_dict(objective_cls.Config, config["objective"]["config"]))
+    require_fit("objective", objective_cls, model)
+    trainer_cls = toolkit.trainers.get(config["trainer"]["name"])
+    trainer = trainer_cls(model, objective, from_dict(trainer_cls.Config, config["trainer"]["config"]),
+                          options.lr)
+    if state is not None:  # resuming: weights, optimiser and random streams as they were
+        checkpoint.load_weights(model, run_dir / checkpoint.WEIGHTS)
+        trainer.load_state_dict(trainer_state)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
+    hooks: list[Callback] = [MetricsLog(run_dir), SampleGrids(run_dir), Checkpoints(run_dir), *callbacks]
+    if progress:
+        hooks.insert(0, ProgressBar())
+    loop = TrainingLoop(model, trainer, data, options, hooks, state)
+    if rng_state is not None:
+        loop.set_rng_state(rng_state)
+    loop.run()
+    run = Run(run_dir, config, device, toolkit)
+    run.__dict__["model"] = model.eval()  # already loaded: skip the cached_property's reload
+    return run
+
+
+def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | None = None,
+        download: bool = True, image_size: int | None = None, epochs: int | None = None,
+        batch_size: int | None = None, lr: float | None = None, max_steps: int | None = None,
+        seed: int = 0, device: str = "auto", objective: str | None = None, trainer: str | None = None,
+        run_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
+        overrides: Sequence[str] = (), progress: bool = False,
+        callbacks: Sequence[Callback] = ()) -> Run:
+    """Train ``model`` on ``dataset``; unset options come from the model's recipe.
+
+    ``overrides`` are ``"key=value"`` strings as for ``--set``: a bare key sets the
+    model config, ``trainer.key``, ``objective.key`` and ``data.key`` the others.
+    """
+    toolkit = get_toolkit()
+    plan = _plan(toolkit, model, dataset, data_dir=data_dir, download=download, image_size=image_size,
+                 epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
+                 device=device, objective=objective, trainer=trainer, overrides=overrides)
+    path = Path(run_dir) if run_dir else checkpoint.new_run_dir(Path(runs_dir), plan.config["model"]["name"])
+    if (path / checkpoint.CONFIG).exists():
+        raise GentoolError(f"{path} already holds a run; continue it with --resume {path}, "
+                           "or choose another --run-dir.")
+    return _start(toolkit, plan.config, plan.options, plan.device, path, progress=progress,
+                  callbacks=callbacks, state=None)
+
+
+def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: int | None = None,
+           device: str | None = None, progress: bool = False, callbacks: Sequence[Callback] = ()) -> Run:
+    """Continue a run where its last checkpoint stopped; ``epochs`` is the new total."""
+    path = checkpoint.check_run_dir(Path(run_dir))
+    config = checkpoint.read_json(path / checkpoint.CONFIG)
+    skeleton = checkpoint.read_json(path / checkpoint.TRAINER_STATE)
+    tensors = checkpoint.read_tensors(path / checkpoint.TRAINER_TENSORS)
+    state = checkpoint.unflatten_state(skeleton, tensors)
+    weights_step = checkpoint.weights_step(path / checkpoint.WEIGHTS)
+    if weights_step != state["step"]:
+        raise GentoolError(f"{path}: the weights (step {weights_step}) and trainer state "
+                           f"(step {state['step']}) do not match; the run was stopped while saving.")
+    training = config["training"]
+    if epochs is not None:
+        training["epochs"] = epochs
+    if max_steps is not None:
+        training["max_steps"] = max_steps
+    if device is not None:
+        training["device"] = str(resolve_device(device))
+    options = TrainingOptions(epochs=training["epochs"], batch_size=training["batch_size"],
+                              lr=training["lr"], max_steps=training["max_steps"], seed=training["seed"])
+    history = Run(path, config).metrics
+    loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history)
+    if loop_state.epoch >= options.epochs or (options.max_steps and loop_state.step >= options.max_steps):
+        raise GentoolError(f"{path} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
+                           "pass a larger total with --epochs (or --max-steps).")
+    return _start(get_toolkit(), config, options, resolve_device(training["device"]), path,
+                  progress=progress, callbacks=callbacks, state=loop_state,
+                  trainer_state=state["trainer"], rng_state=state["rng"])

@@ -1,0 +1,194 @@
+"""Run directories and checkpoints: JSON and safetensors only, written atomically.
+
+A run directory holds::
+
+    config.json          what to rebuild: model name and config, data, training options
+    model.safetensors    the model's weights
+    trainer.safetensors  optimiser tensors and RNG states, to resume
+    trainer.json         the rest of the trainer state (steps, epoch, hyper-parameters)
+    metrics.jsonl        one JSON object per epoch
+    samples/epoch-NNN.png
+
+Nothing is unpickled, so a checkpoint from a stranger cannot run code. Each file
+is written to a temporary name, flushed to disk and renamed over the old one:
+a run killed at any moment leaves its last complete checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from gentoolkit.errors import GentoolError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAINER_TENSORS = "trainer.safetensors"
+TRAINER_STATE = "trainer.json"
+METRICS = "metrics.jsonl"
+SAMPLES = "samples"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` then move ``tmp`` over ``path`` once it is safely on disk."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        fd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise GentoolError(f"{path} is missing.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GentoolError(f"{path} is not valid JSON ({exc}); the file is damaged.") from None
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor],
+                  metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise GentoolError(f"{path} is missing.") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GentoolError(f"{path} is not a readable safetensors file ({exc}); "
+                           "it is truncated or damaged.") from None
+
+
+# ------------------------------------------------------- nested state <-> flat
+
+
+def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split nested state (dicts, lists, tensors, numbers) into JSON and named tensors."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, key: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value
+            return {"__tensor__": key}
+        if isinstance(value, dict):
+            if not all(isinstance(k, (str, int)) for k in value):
+                raise TypeError(f"state keys under '{key}' must be str or int")
+            # JSON keys are strings: remember which were ints (optimizer state uses them).
+            return {"__dict__": [[k, walk(v, f"{key}.{k}")] for k, v in value.items()]}
+        if isinstance(value, (list, tuple)):
+            return [walk(v, f"{key}.{i}") for i, v in enumerate(value)]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot store {type(value).__name__} at '{key}' in a checkpoint")
+
+    return walk(state, prefix or "state"), tensors
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Invert :func:`flatten_state`."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        return {k: unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+# ------------------------------------------------------------------ run dirs
+
+
+def new_run_dir(root: Path, model_name: str) -> Path:
+    """``root/<model>/<timestamp>/``, made unique if two runs start in the same second."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / model_name / stamp
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{stamp}-{n}")
+    return path
+
+
+def latest_run_dir(root: Path, model_name: str) -> Path:
+    """The newest run of ``model_name`` under ``root`` that has a checkpoint."""
+    folder = Path(root) / model_name
+    runs = sorted((p for p in folder.glob("*") if (p / CONFIG).is_file() and (p / WEIGHTS).is_file()),
+                  key=lambda p: (p / CONFIG).stat().st_mtime)
+    if not runs:
+        raise GentoolError(f"no run of '{model_name}' under {folder}; train one with "
+                           f"'gentool fit {model_name}', or pass --run DIR.")
+    return runs[-1]
+
+
+def check_run_dir(path: Path) -> Path:
+    """Raise a clear error unless ``path`` is a run directory with weights."""
+    path = Path(path)
+    if not path.exists():
+        raise GentoolError(f"run directory {path} does not exist.")
+    if not path.is_dir() or not (path / CONFIG).is_file():
+        raise GentoolError(f"{path} is not a gentoolkit run: it has no {CONFIG}.")
+    if not (path / WEIGHTS).is_file():
+        raise GentoolError(f"{path} has no {WEIGHTS}: the run saved no checkpoint yet.")
+    return path
+
+
+def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
+    """Save the weights with the step they were taken at, to match them to trainer state."""
+    write_tensors(path, model.state_dict(), metadata={"step": str(step)})
+
+
+def weights_step(path: Path) -> int | None:
+    """The step recorded in a weights file, if any."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            step = (f.metadata() or {}).get("step")
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return int(step) if step is not None else None
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load weights, saying exactly which tensors are missing, extra or mis-shaped."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        raise GentoolError(f"{path} is missing.") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GentoolError(f"{path} is not a readable safetensors file ({exc}); "
+                           "it is truncated or damaged.") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = [f"missing '{k}'" for k in expected if k not in shapes]
+    problems += [f"unexpected '{k}'" for k in shapes if k not in expected]
+    problems += [f"'{k}' is {list(shapes[k])} in the file but {list(v)} in the model"
+                 for k, v in expected.items() if k in shapes and shapes[k] != v]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise GentoolError(f"{path} does not match model '{type(model).name}': {shown}.")
+    model.load_state_dict(read_tensors(path))

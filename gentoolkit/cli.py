@@ -1,0 +1,229 @@
+"""The ``gentool`` command line: thin Click commands over :mod:`gentoolkit.api`.
+
+This is the only place that turns errors into exit codes: a GentoolError
+becomes one line on stderr and exit code 1; any other exception is a bug and
+gets a one-line report too, with the traceback behind ``--debug`` or
+``GENTOOL_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gentoolkit import __version__, api
+from gentoolkit.config import apply_overrides
+from gentoolkit.errors import GentoolError, unknown
+from gentoolkit.images import check_output_path, save_samples
+from gentoolkit.registry import get_toolkit
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+def _debug() -> bool:
+    return os.environ.get("GENTOOL_DEBUG", "") not in ("", "0")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+class GentoolGroup(click.Group):
+    """Turns user errors into one line and exit code 1, bugs into a short report."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GentoolError as exc:
+            if _debug():
+                traceback.print_exc()
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if _debug():
+                traceback.print_exc()
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {exc} (this is a bug; rerun with "
+                "--debug or GENTOOL_DEBUG=1 for the traceback)") from None
+
+
+@click.group(cls=GentoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gentool")
+@click.option("--debug", is_flag=True, help="Show full tracebacks (same as GENTOOL_DEBUG=1).")
+def cli(debug: bool) -> None:
+    """Train and sample generative image models; extend them with plugins."""
+    if debug:
+        os.environ["GENTOOL_DEBUG"] = "1"
+    warnings.showwarning = _show_warning
+
+
+# ------------------------------------------------------------------ listing
+
+
+@cli.command("list-models")
+def list_models() -> None:
+    """List the models that installed plugins provide."""
+    table = Table("name", "aliases", "family", "plugin", "description")
+    for e in get_toolkit().models:
+        table.add_row(e.name, ", ".join(e.aliases), e.cls.family, e.plugin, e.cls.description())
+    stdout.print(table)
+
+
+@cli.command("list-datasets")
+def list_datasets() -> None:
+    """List the data sets that installed plugins provide."""
+    table = Table("name", "aliases", "plugin", "description")
+    for e in get_toolkit().datasets:
+        table.add_row(e.name, ", ".join(e.aliases), e.plugin, e.cls.description())
+    stdout.print(table)
+
+
+@cli.command("plugins")
+@click.option("--all", "show_all", is_flag=True, help="Also show the core's own components.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def plugins(show_all: bool, as_json: bool) -> None:
+    """List installed plugins, their versions and what each registers."""
+    infos = [p for p in get_toolkit().plugins.values() if show_all or p.module != "gentoolkit.standard"]
+    if as_json:
+        rows = [{"name": p.name, "distribution": p.distribution, "version": p.version,
+                 "module": p.module, "builtin": p.builtin, "hooks": p.hooks,
+                 "registers": p.registered, "error": p.error} for p in infos]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("plugin", "distribution", "version", "registers", "status")
+    for p in infos:
+        registers = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in p.registered.items())
+        status = f"[red]failed: {p.error}[/]" if p.error else "ok"
+        table.add_row(p.name, p.distribution, p.version, registers, status)
+    stdout.print(table)
+
+
+# --------------------------------------------------------------------- fit
+
+
+@cli.command("fit")
+@click.argument("model", required=False)
+@click.option("--dataset", default="mnist", show_default=True, help="Data set name (see list-datasets).")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Data folder; default $GENTOOL_DATA_DIR, else ~/.cache/gentoolkit/data.")
+@click.option("--no-download", is_flag=True, help="Fail instead of downloading missing data.")
+@click.option("--image-size", type=int, help="Resize images to this square size.")
+@click.option("--epochs", type=int, help="Total epochs (also when resuming); default: the model's recipe.")
+@click.option("--max-steps", type=int, help="Stop after this many updates in total.")
+@click.option("--batch-size", type=int, help="Images per update; default: the model's recipe.")
+@click.option("--lr", type=float, help="Learning rate; default: the model's recipe.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--objective", help="Objective name; default: the model's.")
+@click.option("--trainer", help="Trainer name; default: the model's.")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Run directory; default runs/<model>/<time>/.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Continue the run in this directory (MODEL is then optional).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Set a model option; trainer.KEY, objective.KEY, data.KEY set the others.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
+def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, batch_size, lr, seed,
+        device, objective, trainer, run_dir, resume_dir, overrides, quiet) -> None:
+    """Train MODEL on a data set and save the run."""
+    if resume_dir is not None:
+        run = api.resume(resume_dir, epochs=epochs, max_steps=max_steps, progress=not quiet,
+                         device=None if device == "auto" else device)
+    else:
+        if model is None:
+            raise click.UsageError("give a MODEL to train (see 'gentool list-models'), or --resume RUN.")
+        run = api.fit(model, dataset, data_dir=data_dir, download=not no_download, image_size=image_size,
+                      epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
+                      device=device, objective=objective, trainer=trainer, run_dir=run_dir,
+                      overrides=overrides, progress=not quiet)
+    if not quiet:
+        stderr.print(f"saved run to {run.path}; sample it with: gentool sample --run {run.path} -n 64",
+                     highlight=False)
+
+
+# ------------------------------------------------------------------ sample
+
+
+def _sampler_options(args: list[str]) -> dict[str, str]:
+    """Parse ``--name value``, ``--name=value`` and bare ``--flag`` into a dict."""
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise click.UsageError(f"unexpected argument '{arg}'.")
+        name, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+                i += 1
+            else:
+                value = "true"
+        options[name.replace("-", "_")] = value
+        i += 1
+    return options
+
+
+@cli.command("sample", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("model", required=False)
+@click.option("--run", "run_dir", type=click.Path(path_type=Path),
+              help="Run directory; default: the latest run of MODEL under runs/.")
+@click.option("-n", "n", type=int, default=64, show_default=True, help="Number of images.")
+@click.option("--sampler", help="Sampler name; default: the model's. Its options follow as --name value.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
+              help="A .png grid, or .safetensors for the tensor 'images' (N x C x H x W in [0, 1]).")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+@click.pass_context
+def sample(ctx, model, run_dir, n, sampler, seed, out, device) -> None:
+    """Draw images from a trained MODEL and save them.
+
+    Sampler options go after the others, e.g. --sampler ranking --candidates 512.
+    """
+    if n <= 0:
+        raise GentoolError(f"-n must be a positive number of images, got {n}.")
+    check_output_path(out)
+    extra = _sampler_options(ctx.args)
+    if run_dir is None:
+        if model is None:
+            raise click.UsageError("give a MODEL (its latest run is used) or --run DIR.")
+        run = api.latest_run(model, device=device)
+    else:
+        run = api.load_run(run_dir, device=device)
+        if model is not None and get_toolkit().models.entry(model).name != run.config["model"]["name"]:
+            raise GentoolError(f"{run_dir} is a run of '{run.config['model']['name']}', not '{model}'.")
+    toolkit = get_toolkit()
+    sampler_cls = toolkit.samplers.get(sampler or run.model.default_sampler)
+    fields = sampler_cls.Config.__dataclass_fields__
+    for name in extra:
+        if name not in fields:
+            err = unknown(f"option for sampler '{sampler_cls.name}'", f"--{name.replace('_', '-')}",
+                          [f"--{f.replace('_', '-')}" for f in fields])
+            raise err
+    apply_overrides(sampler_cls.Config(), extra.items(), f"sampler '{sampler_cls.name}'")
+    samples = run.sample(n, sampler=sampler_cls.name, seed=seed, options=extra)
+    written = save_samples(samples, out)
+    stderr.print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point: exit 130 on Ctrl-C without a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        stderr.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,96 @@
+"""The core's own components: the ``prior`` sampler and the ``adam`` trainer.
+
+They are generic (any Model, any single-loss Objective), so they live in the
+core and are registered through the same hooks as every plugin.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gentoolkit.hookspecs import hookimpl
+from gentoolkit.interfaces import Model, Sampler, Samples, Trainer
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Run a block in eval mode without gradients, restoring the previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+class PriorSampler(Sampler):
+    """Decode latent codes drawn from the model's prior."""
+
+    name = "prior"
+
+    @dataclass
+    class Config:
+        batch_size: int = 256  # images generated at once; bounds memory for any -n
+
+    def sample(self, model: Model, n: int, generator: torch.Generator) -> Samples:
+        chunks = []
+        with eval_mode(model):
+            for start in range(0, n, self.config.batch_size):
+                count = min(self.config.batch_size, n - start)
+                chunks.append(model.generate(model.sample_latent(count, generator)))
+        return Samples(images=torch.cat(chunks))
+
+
+class AdamTrainer(Trainer):
+    """Minimise the objective with Adam, one step per batch."""
+
+    name = "adam"
+
+    @dataclass
+    class Config:
+        beta1: float = 0.9  # Adam's first-moment decay
+        beta2: float = 0.999  # Adam's second-moment decay
+        weight_decay: float = 0.0  # L2 penalty added by Adam
+        grad_clip: float = 0.0  # clip the gradient norm to this; 0 turns clipping off
+
+    def __init__(self, model: Model, objective: Any, config: Any, lr: float):
+        super().__init__(model, objective, config, lr)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr,
+                                          betas=(self.config.beta1, self.config.beta2),
+                                          weight_decay=self.config.weight_decay)
+
+    def train_step(self, x: Tensor) -> dict[str, Tensor]:
+        loss = self.objective.loss(self.model, x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.value.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return {"loss": loss.value.detach(), **loss.metrics}
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor) -> dict[str, Tensor]:
+        loss = self.objective.loss(self.model, x)
+        return {"loss": loss.value, **loss.metrics}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+@hookimpl
+def register_samplers(register):
+    register(PriorSampler)
+
+
+@hookimpl
+def register_trainers(register):
+    register(AdamTrainer)

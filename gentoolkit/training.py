@@ -1,0 +1,191 @@
+"""The training loop every trainer shares.
+
+The data lives in one uint8 tensor on the device; each epoch is one random
+permutation, each batch one gather by index. The trainer does the update; the
+loop does the bookkeeping: averaging metrics, held-out evaluation, callbacks
+(progress, metrics.jsonl, sample grids, checkpoints) and stopping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gentoolkit.data import batch_count, index_batches
+from gentoolkit.errors import GentoolError
+from gentoolkit.interfaces import ImageData, Model, Trainer
+from gentoolkit.standard import eval_mode
+
+
+@dataclass
+class TrainingOptions:
+    """How long and how to train; the model's recipe fills what the user leaves unset."""
+
+    epochs: int  # total epochs of the run (a resumed run continues up to this)
+    batch_size: int  # images per update
+    lr: float  # learning rate handed to the trainer
+    max_steps: int | None = None  # stop after this many updates in total
+    seed: int = 0  # seeds weights, shuffling, noise and the fixed sample grid
+    eval_batch_size: int = 1000  # images per held-out evaluation batch
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise GentoolError(f"--epochs must be a positive integer, got {self.epochs}.")
+        if self.batch_size <= 0:
+            raise GentoolError(f"--batch-size must be a positive integer, got {self.batch_size}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise GentoolError(f"--lr must be a positive number, got {self.lr}.")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise GentoolError(f"--max-steps must be a positive integer, got {self.max_steps}.")
+
+
+@dataclass
+class LoopState:
+    """Where a run is: what a checkpoint needs besides the weights and optimisers."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed updates
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+
+
+class Callback:
+    """Hooks into the loop; override what you need."""
+
+    def on_fit_start(self, loop: TrainingLoop) -> None: ...
+
+    def on_step(self, loop: TrainingLoop, metrics: dict[str, Tensor]) -> None: ...
+
+    def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, loop: TrainingLoop, error: BaseException | None) -> None:
+        """Called last, with the exception that ended training early, if any."""
+
+
+class StopTraining(GentoolError):
+    """Training cannot go on (a loss that is not finite); the last checkpoint is kept."""
+
+
+class TrainingLoop:
+    """Runs ``trainer`` over ``data`` for the configured epochs."""
+
+    def __init__(self, model: Model, trainer: Trainer, data: ImageData,
+                 options: TrainingOptions, callbacks: list[Callback] = (),
+                 state: LoopState | None = None):
+        self.model = model
+        self.trainer = trainer
+        self.options = options
+        self.callbacks = list(callbacks)
+        self.state = state or LoopState()
+        device = model.device
+        self.train_data = data.train.to(device)
+        self.test_data = data.test.to(device) if data.test is not None else None
+        if len(self.train_data) < options.batch_size and trainer.drop_last:
+            raise GentoolError(f"the data set has {len(self.train_data)} training images, fewer than "
+                               f"--batch-size {options.batch_size}; lower --batch-size.")
+        self.shuffle_generator = torch.Generator().manual_seed(options.seed)
+        self.fixed_latent = model.sample_latent(64, _generator(device, options.seed))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return batch_count(len(self.train_data), self.options.batch_size, self.trainer.drop_last)
+
+    @property
+    def total_steps(self) -> int:
+        total = self.options.epochs * self.steps_per_epoch
+        return min(total, self.options.max_steps) if self.options.max_steps else total
+
+    def rng_state(self) -> dict[str, Tensor]:
+        """Every random stream the loop draws from, to resume bit for bit."""
+        state = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def set_rng_state(self, state: dict[str, Tensor]) -> None:
+        torch.set_rng_state(state["torch"])
+        self.shuffle_generator.set_state(state["shuffle"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+
+    def _done(self) -> bool:
+        max_steps = self.options.max_steps
+        return self.state.epoch >= self.options.epochs or bool(max_steps and self.state.step >= max_steps)
+
+    def run(self) -> list[dict[str, Any]]:
+        """Train until the epoch or step budget is spent; return the per-epoch metrics."""
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        try:
+            while not self._done():
+                self._epoch()
+        except BaseException as exc:
+            for cb in self.callbacks:
+                cb.on_fit_end(self, exc)
+            raise
+        for cb in self.callbacks:
+            cb.on_fit_end(self, None)
+        return self.state.history
+
+    def _epoch(self) -> None:
+        start = time.perf_counter()
+        self.model.train()
+        sums: dict[str, Tensor] = {}
+        counts: dict[str, int] = {}
+        images = 0
+        for index in index_batches(len(self.train_data), self.options.batch_size, shuffle=True,
+                                   drop_last=self.trainer.drop_last,
+                                   generator=self.shuffle_generator, device=self.train_data.device):
+            x = self.model.prepare(self.train_data[index])
+            metrics = self.trainer.train_step(x)
+            loss = metrics.get("loss")
+            if loss is not None and not torch.isfinite(loss):
+                raise StopTraining(f"the loss became {loss.item()} at step {self.state.step + 1} "
+                                   f"(epoch {self.state.epoch + 1}); lower --lr or check the data.")
+            n = len(index)
+            images += n
+            for key, value in metrics.items():
+                sums[key] = sums[key] + value * n if key in sums else value * n
+                counts[key] = counts.get(key, 0) + n
+            self.state.step += 1
+            for cb in self.callbacks:
+                cb.on_step(self, metrics)
+            if self.options.max_steps and self.state.step >= self.options.max_steps:
+                break
+        self.state.epoch += 1
+        seconds = time.perf_counter() - start
+        row: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
+        row.update({f"train_{k}": (sums[k] / counts[k]).item() for k in sums})
+        row.update({f"test_{k}": v for k, v in self.evaluate().items()})
+        row["seconds"] = round(seconds, 3)
+        row["images_per_second"] = round(images / seconds, 1) if seconds > 0 else None
+        self.state.history.append(row)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, row)
+
+    def evaluate(self) -> dict[str, float]:
+        """The trainer's metrics averaged over the test split, with a fixed noise seed."""
+        if self.test_data is None:
+            return {}
+        generator = _generator(self.train_data.device, self.options.seed + 1)
+        sums: dict[str, Tensor] = {}
+        with eval_mode(self.model):
+            for index in index_batches(len(self.test_data), self.options.eval_batch_size,
+                                       shuffle=False, drop_last=False, device=self.test_data.device):
+                x = self.model.prepare(self.test_data[index], generator)
+                for key, value in self.trainer.evaluate(x).items():
+                    sums[key] = sums[key] + value * len(index) if key in sums else value * len(index)
+        return {k: (v / len(self.test_data)).item() for k, v in sums.items()}
+
+    def sample_grid(self) -> Tensor:
+        """Images from the fixed latent batch, to watch one set of samples improve."""
+        with eval_mode(self.model):
+            return self.model.generate(self.fixed_latent)
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)

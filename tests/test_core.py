@@ -1,0 +1,189 @@
+"""The core without the built-in plugins: configs, registry, checkpoints and the loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+import torch
+
+import gentoolkit.api as gt
+import toy_plugin
+from gentoolkit import GentoolError, ImageSpec, hookimpl
+from gentoolkit import checkpoint
+from gentoolkit.config import apply_overrides, from_dict, to_dict
+from gentoolkit.registry import PluginInfo, PluginWarning, Toolkit
+from gentoolkit.testing import toolkit_with
+
+
+@dataclass
+class Options:
+    size: int = 3
+    rate: float = 0.5
+    flag: bool = False
+    kind: Literal["a", "b"] = "a"
+    dims: tuple[int, ...] = (1, 2)
+    maybe: float | None = None
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_overrides_parse_each_type():
+    cfg = apply_overrides(Options(), [("size", "7"), ("rate", "1e-3"), ("flag", "yes"), ("kind", "b"),
+                                      ("dims", "4,5,6"), ("maybe", "none")], "test")
+    assert cfg == Options(size=7, rate=1e-3, flag=True, kind="b", dims=(4, 5, 6), maybe=None)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("sise", "3", "Did you mean 'size'"),
+    ("size", "three", "expected int"),
+    ("flag", "maybe", "expected true or false"),
+    ("kind", "c", "expected one of a, b"),
+])
+def test_overrides_reject_bad_input(key, value, message):
+    with pytest.raises(GentoolError, match=message):
+        apply_overrides(Options(), [(key, value)], "test")
+
+
+def test_config_round_trips_through_json():
+    cfg = Options(dims=(8, 9), maybe=2.0)
+    assert from_dict(Options, json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_aliases_resolve_and_unknown_names_suggest(toy):
+    assert toy.models.get("px") is toy_plugin.PixelBernoulli
+    with pytest.raises(GentoolError, match="unknown model 'pixles'. Did you mean 'pixels'"):
+        toy.models.get("pixles")
+
+
+def test_plugin_raising_in_a_hook_is_isolated():
+    broken = types.SimpleNamespace(register_models=hookimpl(lambda register: 1 / 0))
+    toolkit = Toolkit()
+    with pytest.warns(PluginWarning, match="plugin 'broken'.*ZeroDivisionError"):
+        toolkit.add_plugin(broken, PluginInfo("broken", "broken-dist", "1.0", "broken"))
+    toolkit.add_plugin(toy_plugin, PluginInfo("toy", "toy-dist", "1.0", "toy_plugin"))
+    assert toolkit.plugins["broken"].error.startswith("ZeroDivisionError")
+    assert "pixels" in toolkit.models
+
+
+def test_plugin_registering_a_non_component_is_isolated():
+    wrong = types.SimpleNamespace(register_models=hookimpl(lambda register: register(int)))
+    toolkit = Toolkit()
+    with pytest.warns(PluginWarning, match="expected a subclass of Model"):
+        toolkit.add_plugin(wrong, PluginInfo("wrong", "wrong-dist", "1.0", "wrong"))
+    assert not list(toolkit.models)
+
+
+def test_name_clash_keeps_the_first_and_names_both_distributions():
+    toolkit = Toolkit()
+    toolkit.add_plugin(toy_plugin, PluginInfo("toy", "toy-dist", "1.0", "toy_plugin"))
+    twin = types.SimpleNamespace(register_models=hookimpl(
+        lambda register: register(toy_plugin.PixelBernoulli)))
+    with pytest.warns(PluginWarning, match="toy-dist.*twin-dist"):
+        toolkit.add_plugin(twin, PluginInfo("twin", "twin-dist", "1.0", "twin"))
+    assert toolkit.models.entry("pixels").distribution == "toy-dist"
+
+
+# ------------------------------------------------------------- checkpoints
+
+
+def test_flatten_state_round_trips_optimizer_state():
+    param = torch.nn.Parameter(torch.randn(3))
+    opt = torch.optim.Adam([param])
+    param.grad = torch.ones(3)
+    opt.step()
+    skeleton, tensors = checkpoint.flatten_state({"opt": opt.state_dict(), "n": 3})
+    restored = checkpoint.unflatten_state(json.loads(json.dumps(skeleton)), tensors)
+    assert restored["n"] == 3
+    assert torch.equal(restored["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    torch.optim.Adam([param]).load_state_dict(restored["opt"])
+
+
+def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "x.json"
+    checkpoint.write_json(path, {"a": 1})
+
+    def fail(tmp):
+        tmp.write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        checkpoint.atomic_write(path, fail)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+# -------------------------------------------------------------------- loop
+
+
+def test_fit_learns_the_closed_form_entropy(toy, tmp_path):
+    # Each stripe pixel is on with probability 1/2, so the best NLL is 64 ln 2 nats.
+    run = gt.fit("pixels", "stripes", runs_dir=tmp_path, epochs=3)
+    last = run.metrics[-1]
+    assert last["epoch"] == 3 and last["step"] == 3 * 8
+    assert last["train_nll"] == pytest.approx(64 * math.log(2), rel=0.01)
+    assert set(last) >= {"epoch", "train_loss", "test_nll", "seconds"}
+    assert sorted(p.name for p in (run.path / "samples").iterdir()) == [
+        "epoch-001.png", "epoch-002.png", "epoch-003.png"]
+    config = json.loads((run.path / "config.json").read_text())
+    assert config["model"]["name"] == "pixels" and config["dataset"]["name"] == "stripes"
+    assert config["training"]["lr"] == toy_plugin.PixelBernoulli.recipe.lr
+
+
+def test_resume_continues_the_same_curve(toy, tmp_path):
+    straight = gt.fit("pixels", "stripes", run_dir=tmp_path / "a", epochs=4, lr=0.05)
+    gt.fit("pixels", "stripes", run_dir=tmp_path / "b", epochs=2, lr=0.05)
+    resumed = gt.resume(tmp_path / "b", epochs=4)
+    drop = ("seconds", "images_per_second")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
+    assert strip(resumed.metrics) == strip(straight.metrics)
+    assert torch.equal(resumed.model.logits, straight.model.logits)
+
+
+def test_same_seed_gives_the_same_run_and_samples(toy, tmp_path):
+    a = gt.fit("pixels", "stripes", run_dir=tmp_path / "a", epochs=1, seed=3)
+    b = gt.fit("pixels", "stripes", run_dir=tmp_path / "b", epochs=1, seed=3)
+    assert torch.equal(a.model.logits, b.model.logits)
+    assert torch.equal(a.sample(16, seed=5).images, gt.load_run(b.path).sample(16, seed=5).images)
+    assert not torch.equal(a.sample(16, seed=5).images, a.sample(16, seed=6).images)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(toy, tmp_path):
+    with pytest.raises(GentoolError, match="loss became .* at step 1"):
+        gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=1, overrides=["objective.scale=inf"])
+    assert not (tmp_path / checkpoint.WEIGHTS).exists()
+
+
+def test_max_steps_stops_early(toy, tmp_path):
+    run = gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=5, max_steps=3)
+    assert run.metrics[-1]["step"] == 3 and len(run.metrics) == 1
+
+
+def test_truncated_or_foreign_weights_are_clear_errors(toy, tmp_path):
+    run = gt.fit("pixels", "stripes", run_dir=tmp_path / "run", epochs=1)
+    weights = run.path / checkpoint.WEIGHTS
+    model = gt.load_run(run.path).model
+    other = toy_plugin.PixelBernoulli(toy_plugin.PixelBernoulli.Config(), ImageSpec(1, 4, 4))
+    with pytest.raises(GentoolError, match=r"'logits' is \[1, 8, 8\] in the file but \[1, 4, 4\]"):
+        checkpoint.load_weights(other, weights)
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(GentoolError, match="truncated or damaged"):
+        checkpoint.load_weights(model, weights)
+
+
+def test_plugins_can_be_limited_by_environment(monkeypatch):
+    monkeypatch.setenv("GENTOOL_PLUGINS", "")
+    with toolkit_with() as toolkit:
+        assert set(toolkit.plugins) == {"gentoolkit"}
+    monkeypatch.delenv("GENTOOL_PLUGINS")
+    monkeypatch.setenv("GENTOOL_DISABLE_PLUGINS", "vae")
+    with toolkit_with() as toolkit:
+        assert "vae" not in toolkit.plugins and "dcgan" in toolkit.plugins
