@@ -24,7 +24,14 @@ from gentoolkit.config import apply_overrides, from_dict, split_assignment, to_d
 from gentoolkit.errors import GentoolError
 from gentoolkit.interfaces import DataOptions, ImageSpec, Model, Samples
 from gentoolkit.registry import Toolkit, get_toolkit, require_fit
-from gentoolkit.training import Callback, LoopState, TrainingLoop, TrainingOptions
+from gentoolkit.training import (
+    Callback,
+    EpochProgress,
+    Interrupted,
+    LoopState,
+    TrainingLoop,
+    TrainingOptions,
+)
 
 RUNS_DIR = Path("runs")
 TARGETS = ("trainer", "objective", "data")  # --set prefixes; a bare key sets the model
@@ -221,7 +228,11 @@ def _start(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
     loop = TrainingLoop(model, trainer, data, options, hooks, state)
     if rng_state is not None:
         loop.set_rng_state(rng_state)
-    loop.run()
+    try:
+        loop.run()
+    except Interrupted as exc:
+        exc.run_dir = run_dir if loop.state.step > 0 else None
+        raise
     run = Run(run_dir, config, device, toolkit)
     run.__dict__["model"] = model.eval()  # already loaded: skip the cached_property's reload
     return run
@@ -273,7 +284,8 @@ def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: 
     options = TrainingOptions(epochs=training["epochs"], batch_size=training["batch_size"],
                               lr=training["lr"], max_steps=training["max_steps"], seed=training["seed"])
     history = Run(path, config).metrics
-    loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history)
+    partial = EpochProgress(**state["partial"]) if state.get("partial") else None
+    loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)
     if loop_state.epoch >= options.epochs or (options.max_steps and loop_state.step >= options.max_steps):
         raise GentoolError(f"{path} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
                            "pass a larger total with --epochs (or --max-steps).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -105,8 +106,10 @@ class Checkpoints(Callback):
             self.save(loop)
 
     def save(self, loop: TrainingLoop) -> None:
+        partial = loop.state.partial
         state = {"trainer": loop.trainer.state_dict(), "rng": loop.rng_state(),
-                 "epoch": loop.state.epoch, "step": loop.state.step}
+                 "epoch": loop.state.epoch, "step": loop.state.step,
+                 "partial": dataclasses.asdict(partial) if partial is not None else None}
         skeleton, tensors = checkpoint.flatten_state(state)
         # Each file is atomic; the step stored in each lets a resume detect a run that
         # was killed between two of them.

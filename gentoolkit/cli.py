@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -224,6 +225,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        stderr.print("interrupted")
-        sys.exit(130)
+    except (click.Abort, KeyboardInterrupt) as exc:
+        cause = exc.__cause__ if isinstance(exc, click.Abort) else exc
+        signum = getattr(cause, "signum", signal.SIGINT)
+        run_dir = getattr(cause, "run_dir", None)
+        resume = f"; checkpoint saved, continue with: gentool fit --resume {run_dir}" if run_dir else ""
+        stderr.print(f"interrupted{resume}", highlight=False)
+        sys.exit(128 + signum)

@@ -178,15 +178,10 @@ class Toolkit:
             if impl.plugin is not module:
                 continue
             staged: list[Entry] = []
-
-            def register(cls: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
-                registry.check(cls)
-                staged.append(Entry(cls.name, cls, tuple(aliases), info.name, info.distribution))
-
             if self.trace:
                 print(f"gentoolkit trace: {info.name}.register_{kind}s()", file=sys.stderr)
             try:
-                impl.function(register=register)
+                impl.function(register=_stager(registry, info, staged))
             except Exception as exc:
                 self._fail(info, exc)
                 return
@@ -220,6 +215,16 @@ class Toolkit:
                 self._fail(info, exc)
                 continue
             self.add_plugin(module, info)
+
+
+def _stager(registry: Registry, info: PluginInfo, staged: list[Entry]):
+    """The ``register`` callback a hook gets: checks each class and stages it for ``registry``."""
+
+    def register(cls: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
+        registry.check(cls)
+        staged.append(Entry(cls.name, cls, tuple(aliases), info.name, info.distribution))
+
+    return register
 
 
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str:

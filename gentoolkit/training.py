@@ -8,8 +8,13 @@ loop does the bookkeeping: averaging metrics, held-out evaluation, callbacks
 
 from __future__ import annotations
 
+import itertools
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +50,35 @@ class TrainingOptions:
 
 
 @dataclass
+class EpochProgress:
+    """How far the current epoch got, so an interrupted run resumes mid-epoch exactly."""
+
+    shuffle_state: Tensor  # the shuffling generator's state when the epoch began
+    batches: int = 0  # batches done
+    images: int = 0  # images seen
+    seconds: float = 0.0  # training time spent before an interruption
+    sums: dict[str, Tensor] = field(default_factory=dict)  # metric x images, summed
+    counts: dict[str, int] = field(default_factory=dict)  # images behind each sum
+
+    def add(self, metrics: dict[str, Tensor], n: int) -> None:
+        self.batches += 1
+        self.images += n
+        for key, value in metrics.items():
+            self.sums[key] = self.sums[key] + value * n if key in self.sums else value * n
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def means(self) -> dict[str, float]:
+        return {k: (v / self.counts[k]).item() for k, v in self.sums.items()}
+
+
+@dataclass
 class LoopState:
     """Where a run is: what a checkpoint needs besides the weights and optimisers."""
 
     epoch: int = 0  # completed epochs
     step: int = 0  # completed updates
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    partial: EpochProgress | None = None  # the epoch in progress, if any
 
 
 class Callback:
@@ -68,6 +96,41 @@ class Callback:
 
 class StopTraining(GentoolError):
     """Training cannot go on (a loss that is not finite); the last checkpoint is kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; raised after the step in progress has finished."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.run_dir = None  # set by the API once it knows where the checkpoint went
+
+
+@contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM instead of raising at once, so the loop stops between steps.
+
+    A second signal restores the default behaviour and stops immediately.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        received.append(signum)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class TrainingLoop:
@@ -121,8 +184,9 @@ class TrainingLoop:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
-            while not self._done():
-                self._epoch()
+            with deferred_signals() as self.signals:
+                while not self._done():
+                    self._epoch()
         except BaseException as exc:
             for cb in self.callbacks:
                 cb.on_fit_end(self, exc)
@@ -134,35 +198,37 @@ class TrainingLoop:
     def _epoch(self) -> None:
         start = time.perf_counter()
         self.model.train()
-        sums: dict[str, Tensor] = {}
-        counts: dict[str, int] = {}
-        images = 0
-        for index in index_batches(len(self.train_data), self.options.batch_size, shuffle=True,
-                                   drop_last=self.trainer.drop_last,
-                                   generator=self.shuffle_generator, device=self.train_data.device):
+        if self.state.partial is None:
+            self.state.partial = EpochProgress(self.shuffle_generator.get_state())
+        progress = self.state.partial
+        self.shuffle_generator.set_state(progress.shuffle_state)  # same order after a resume
+        batches = index_batches(len(self.train_data), self.options.batch_size, shuffle=True,
+                                drop_last=self.trainer.drop_last, generator=self.shuffle_generator,
+                                device=self.train_data.device)
+        for index in itertools.islice(batches, progress.batches, None):
             x = self.model.prepare(self.train_data[index])
             metrics = self.trainer.train_step(x)
             loss = metrics.get("loss")
             if loss is not None and not torch.isfinite(loss):
                 raise StopTraining(f"the loss became {loss.item()} at step {self.state.step + 1} "
                                    f"(epoch {self.state.epoch + 1}); lower --lr or check the data.")
-            n = len(index)
-            images += n
-            for key, value in metrics.items():
-                sums[key] = sums[key] + value * n if key in sums else value * n
-                counts[key] = counts.get(key, 0) + n
+            progress.add(metrics, len(index))
             self.state.step += 1
             for cb in self.callbacks:
                 cb.on_step(self, metrics)
+            if self.signals:
+                progress.seconds += time.perf_counter() - start
+                raise Interrupted(self.signals[0])
             if self.options.max_steps and self.state.step >= self.options.max_steps:
                 break
+        seconds = progress.seconds + time.perf_counter() - start
         self.state.epoch += 1
-        seconds = time.perf_counter() - start
+        self.state.partial = None
         row: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
-        row.update({f"train_{k}": (sums[k] / counts[k]).item() for k in sums})
+        row.update({f"train_{k}": v for k, v in progress.means().items()})
         row.update({f"test_{k}": v for k, v in self.evaluate().items()})
         row["seconds"] = round(seconds, 3)
-        row["images_per_second"] = round(images / seconds, 1) if seconds > 0 else None
+        row["images_per_second"] = round(progress.images / seconds, 1) if seconds > 0 else None
         self.state.history.append(row)
         for cb in self.callbacks:
             cb.on_epoch_end(self, row)

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 import toy_plugin
+
 from gentoolkit.testing import toolkit_with
 
 

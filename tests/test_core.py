@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import types
 from dataclasses import dataclass
 from typing import Literal
 
 import pytest
 import torch
+import toy_plugin
 
 import gentoolkit.api as gt
-import toy_plugin
-from gentoolkit import GentoolError, ImageSpec, hookimpl
-from gentoolkit import checkpoint
+from gentoolkit import GentoolError, ImageSpec, checkpoint, hookimpl
 from gentoolkit.config import apply_overrides, from_dict, to_dict
 from gentoolkit.registry import PluginInfo, PluginWarning, Toolkit
 from gentoolkit.testing import toolkit_with
+from gentoolkit.training import Callback, Interrupted
 
 
 @dataclass
@@ -187,3 +189,28 @@ def test_plugins_can_be_limited_by_environment(monkeypatch):
     monkeypatch.setenv("GENTOOL_DISABLE_PLUGINS", "vae")
     with toolkit_with() as toolkit:
         assert "vae" not in toolkit.plugins and "dcgan" in toolkit.plugins
+
+
+class InterruptAt(Callback):
+    """Sends this process a signal after a given step, like a user pressing Ctrl-C."""
+
+    def __init__(self, step: int, signum: int = signal.SIGINT):
+        self.step, self.signum = step, signum
+
+    def on_step(self, loop, metrics):
+        if loop.state.step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_epoch_saves_and_resumes_exactly(toy, tmp_path, signum):
+    straight = gt.fit("pixels", "stripes", run_dir=tmp_path / "a", epochs=2, lr=0.05)
+    with pytest.raises(Interrupted) as info:
+        gt.fit("pixels", "stripes", run_dir=tmp_path / "b", epochs=2, lr=0.05,
+               callbacks=[InterruptAt(5, signum)])
+    assert info.value.signum == signum
+    resumed = gt.resume(tmp_path / "b")
+    drop = ("seconds", "images_per_second")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
+    assert strip(resumed.metrics) == strip(straight.metrics)
+    assert torch.equal(resumed.model.logits, straight.model.logits)

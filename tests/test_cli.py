@@ -1,0 +1,120 @@
+"""The command line through Click's runner: output, files and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from gentoolkit.cli import cli
+
+
+@pytest.fixture
+def gentool(toy, tmp_path, monkeypatch):
+    """Run ``gentool ARGS`` in a temporary folder with the toy plugin; return the result."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args, ok=True):
+        result = runner.invoke(cli, [str(a) for a in args])
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run
+
+
+def one_line_error(result, fragment):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and fragment in errors[0], result.output
+
+
+def test_list_models_shows_name_alias_and_plugin(gentool):
+    out = gentool("list-models").output
+    assert "pixels" in out and "px" in out and "Independent Bernoulli pixels" in out
+
+
+def test_plugins_json_lists_what_each_registers(gentool):
+    rows = json.loads(gentool("plugins", "--json", "--all").output)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["toy_plugin"]["registers"]["model"] == ["pixels"]
+    assert by_name["gentoolkit"]["registers"]["sampler"] == ["prior"]
+
+
+def test_fit_then_sample_png_and_tensor(gentool, tmp_path):
+    gentool("fit", "px", "--dataset", "stripes", "--epochs", "2", "--quiet")
+    runs = list((tmp_path / "runs" / "pixels").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    assert {"config.json", "model.safetensors", "metrics.jsonl", "samples"} <= {p.name for p in run.iterdir()}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+    gentool("sample", "px", "-n", "9", "--out", "grid.png")
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gentool("sample", "--run", run, "-n", "5", "--out", "a.safetensors", "--seed", "1")
+    gentool("sample", "--run", run, "-n", "5", "--out", "b.safetensors", "--seed", "1")
+    a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
+    assert a["images"].shape == (5, 1, 8, 8) and torch.equal(a["images"], b["images"])
+    assert a["images"].min() >= 0 and a["images"].max() <= 1
+
+
+def test_fit_set_reaches_model_and_objective(gentool, tmp_path):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "r",
+            "--set", "init=0.5", "--set", "objective.scale=2")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["model"]["config"] == {"init": 0.5}
+    assert config["objective"] == {"name": "pixel-nll", "config": {"scale": 2.0}}
+
+
+def test_resume_appends_epochs(gentool, tmp_path):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "r")
+    gentool("fit", "--resume", "r", "--epochs", "3", "--quiet")
+    rows = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["fit", "pixles", "--dataset", "stripes"], "Did you mean 'pixels'"),
+    (["fit", "pixels", "--dataset", "stipes"], "unknown dataset 'stipes'. Did you mean 'stripes'"),
+    (["fit", "pixels", "--dataset", "stripes", "--epochs", "0"], "--epochs must be a positive"),
+    (["fit", "pixels", "--dataset", "stripes", "--batch-size", "-1"], "--batch-size must be a positive"),
+    (["fit", "pixels", "--dataset", "stripes", "--lr", "0"], "--lr must be a positive"),
+    (["fit", "pixels", "--dataset", "stripes", "--set", "inti=1"], "Did you mean 'init'"),
+    (["fit", "pixels", "--dataset", "stripes", "--set", "init=big"], "expected float"),
+    (["fit", "pixels", "--dataset", "stripes", "--set", "init"], "expected KEY=VALUE"),
+    (["fit", "pixels", "--dataset", "stripes", "--objective", "nll"], "unknown objective 'nll'"),
+    (["fit", "pixels", "--dataset", "stripes", "--sampler", "x"], "No such option"),
+    (["fit", "--resume", "nowhere"], "does not exist"),
+    (["sample", "pixels", "-n", "0"], "-n must be a positive"),
+    (["sample", "pixels"], "no run of 'pixels'"),
+    (["sample", "pixels", "--out", "missing/x.png"], "does not exist"),
+    (["sample", "pixels", "--out", "x.jpg"], "unsupported format"),
+    (["sample", "--run", "."], "is not a gentoolkit run"),
+])
+def test_bad_input_is_one_clear_line(gentool, args, fragment):
+    one_line_error(gentool(*args, ok=False), fragment)
+
+
+def test_cuda_on_a_cpu_machine_is_a_clear_error(gentool):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    one_line_error(gentool("fit", "pixels", "--dataset", "stripes", "--device", "cuda", ok=False),
+                   "no CUDA GPU")
+
+
+def test_unknown_sampler_option_suggests(gentool):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet")
+    one_line_error(gentool("sample", "pixels", "--batch-sise", "3", ok=False), "Did you mean '--batch-size'")
+
+
+def test_truncated_checkpoint_is_a_clear_error(gentool, tmp_path):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "r")
+    weights = tmp_path / "r" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:30])
+    one_line_error(gentool("sample", "--run", "r", ok=False), "truncated or damaged")
