@@ -21,6 +21,7 @@ import torch
 from gentoolkit import __version__, checkpoint
 from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGrids
 from gentoolkit.config import apply_overrides, from_dict, split_assignment, to_dict
+from gentoolkit.distributed import Group, process_group
 from gentoolkit.errors import GentoolError
 from gentoolkit.interfaces import DataOptions, ImageSpec, Model, Samples
 from gentoolkit.registry import Toolkit, get_toolkit, require_fit
@@ -155,7 +156,7 @@ class _Plan:
 
 
 def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, image_size, epochs,
-          batch_size, lr, max_steps, seed, device, objective, trainer, overrides) -> _Plan:
+          batch_size, lr, max_steps, seed, device, precision, objective, trainer, overrides) -> _Plan:
     model_entry = toolkit.models.entry(model)
     model_cls = model_entry.cls
     data_cls = toolkit.datasets.get(dataset)
@@ -176,7 +177,8 @@ def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, ima
     recipe = model_cls.recipe
     options = TrainingOptions(epochs=recipe.epochs if epochs is None else epochs,
                               batch_size=recipe.batch_size if batch_size is None else batch_size,
-                              lr=recipe.lr if lr is None else lr, max_steps=max_steps, seed=seed)
+                              lr=recipe.lr if lr is None else lr, max_steps=max_steps, seed=seed,
+                              precision=precision)
     resolved = resolve_device(device)
     root = data_root(data_dir)
     config = {
@@ -191,7 +193,8 @@ def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, ima
                     "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
                     "download": download, "image_size": image_size},
         "training": {"epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr,
-                     "max_steps": options.max_steps, "seed": options.seed, "device": str(resolved)},
+                     "max_steps": options.max_steps, "seed": options.seed, "device": str(resolved),
+                     "precision": options.precision},
     }
     return _Plan(config, options, resolved)
 
@@ -199,7 +202,17 @@ def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, ima
 def _start(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, device: torch.device,
            run_dir: Path, *, progress: bool, callbacks: Sequence[Callback], state: LoopState | None,
            trainer_state: dict[str, Any] | None = None, rng_state: dict[str, Any] | None = None) -> Run:
-    """Load the data, build the components and train; shared by fit and resume."""
+    """Join the process group if torchrun started us, then train; shared by fit and resume."""
+    with process_group(device) as (group, device):
+        run_dir = Path(group.broadcast(str(run_dir)))  # rank 0 named it (timestamps differ)
+        return _train(toolkit, config, options, device, run_dir, progress=progress, callbacks=callbacks,
+                      state=state, trainer_state=trainer_state, rng_state=rng_state, group=group)
+
+
+def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, device: torch.device,
+           run_dir: Path, *, progress: bool, callbacks: Sequence[Callback], state: LoopState | None,
+           trainer_state: dict[str, Any] | None, rng_state: dict[str, Any] | None, group: Group) -> Run:
+    """Load the data, build the components and run the loop."""
     torch.manual_seed(options.seed)
     ds = config["dataset"]
     data_cls = toolkit.datasets.get(ds["name"])
@@ -211,6 +224,8 @@ def _start(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
     config["dataset"].update(train_size=len(data.train),
                              test_size=len(data.test) if data.test is not None else 0)
     model = build_model(toolkit, config).to(device)
+    group.sync_module(model)
+    torch.manual_seed(options.seed + group.rank)  # the same weights, different noise per process
     objective_cls = toolkit.objectives.get(config["objective"]["name"])
     objective = objective_cls(from_dict(objective_cls.Config, config["objective"]["config"]))
     require_fit("objective", objective_cls, model)
@@ -220,12 +235,14 @@ def _start(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
     if state is not None:  # resuming: weights, optimiser and random streams as they were
         checkpoint.load_weights(model, run_dir / checkpoint.WEIGHTS)
         trainer.load_state_dict(trainer_state)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
-    hooks: list[Callback] = [MetricsLog(run_dir), SampleGrids(run_dir), Checkpoints(run_dir), *callbacks]
-    if progress:
-        hooks.insert(0, ProgressBar())
-    loop = TrainingLoop(model, trainer, data, options, hooks, state)
+    hooks: list[Callback] = []
+    if group.is_main:  # only rank 0 writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
+        hooks = [MetricsLog(run_dir), SampleGrids(run_dir), Checkpoints(run_dir), *callbacks]
+        if progress:
+            hooks.insert(0, ProgressBar())
+    loop = TrainingLoop(model, trainer, data, options, hooks, state, group)
     if rng_state is not None:
         loop.set_rng_state(rng_state)
     try:
@@ -241,7 +258,8 @@ def _start(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
 def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | None = None,
         download: bool = True, image_size: int | None = None, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, max_steps: int | None = None,
-        seed: int = 0, device: str = "auto", objective: str | None = None, trainer: str | None = None,
+        seed: int = 0, device: str = "auto", precision: str = "fp32", objective: str | None = None,
+        trainer: str | None = None,
         run_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
         overrides: Sequence[str] = (), progress: bool = False,
         callbacks: Sequence[Callback] = ()) -> Run:
@@ -253,7 +271,8 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
     toolkit = get_toolkit()
     plan = _plan(toolkit, model, dataset, data_dir=data_dir, download=download, image_size=image_size,
                  epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
-                 device=device, objective=objective, trainer=trainer, overrides=overrides)
+                 device=device, precision=precision, objective=objective, trainer=trainer,
+                 overrides=overrides)
     path = Path(run_dir) if run_dir else checkpoint.new_run_dir(Path(runs_dir), plan.config["model"]["name"])
     if (path / checkpoint.CONFIG).exists():
         raise GentoolError(f"{path} already holds a run; continue it with --resume {path}, "
@@ -282,7 +301,8 @@ def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: 
     if device is not None:
         training["device"] = str(resolve_device(device))
     options = TrainingOptions(epochs=training["epochs"], batch_size=training["batch_size"],
-                              lr=training["lr"], max_steps=training["max_steps"], seed=training["seed"])
+                              lr=training["lr"], max_steps=training["max_steps"], seed=training["seed"],
+                              precision=training.get("precision", "fp32"))
     history = Run(path, config).metrics
     partial = EpochProgress(**state["partial"]) if state.get("partial") else None
     loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)

@@ -125,6 +125,8 @@ def plugins(show_all: bool, as_json: bool) -> None:
 @click.option("--lr", type=float, help="Learning rate; default: the model's recipe.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast precision; fp16 (CUDA only) adds loss scaling.")
 @click.option("--objective", help="Objective name; default: the model's.")
 @click.option("--trainer", help="Trainer name; default: the model's.")
 @click.option("--run-dir", type=click.Path(path_type=Path), help="Run directory; default runs/<model>/<time>/.")
@@ -134,7 +136,7 @@ def plugins(show_all: bool, as_json: bool) -> None:
               help="Set a model option; trainer.KEY, objective.KEY, data.KEY set the others.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, batch_size, lr, seed,
-        device, objective, trainer, run_dir, resume_dir, overrides, quiet) -> None:
+        device, precision, objective, trainer, run_dir, resume_dir, overrides, quiet) -> None:
     """Train MODEL on a data set and save the run."""
     if resume_dir is not None:
         run = api.resume(resume_dir, epochs=epochs, max_steps=max_steps, progress=not quiet,
@@ -144,7 +146,7 @@ def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, ba
             raise click.UsageError("give a MODEL to train (see 'gentool list-models'), or --resume RUN.")
         run = api.fit(model, dataset, data_dir=data_dir, download=not no_download, image_size=image_size,
                       epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
-                      device=device, objective=objective, trainer=trainer, run_dir=run_dir,
+                      device=device, precision=precision, objective=objective, trainer=trainer, run_dir=run_dir,
                       overrides=overrides, progress=not quiet)
     if not quiet:
         stderr.print(f"saved run to {run.path}; sample it with: gentool sample --run {run.path} -n 64",

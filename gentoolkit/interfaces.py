@@ -221,6 +221,24 @@ class Trainer(Component, ABC):
         self.objective = objective
         self.config = config if config is not None else self.Config()
         self.lr = lr
+        self.grad_scaler: torch.amp.GradScaler | None = None  # set by the loop for --precision fp16
+
+    def optimize(self, optimizer: torch.optim.Optimizer, loss: Tensor, clip: float = 0.0) -> None:
+        """Backward and step for one optimiser: gradient clipping when ``clip > 0``, and
+        loss scaling when training in fp16. Trainers call this rather than ``backward``."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler = self.grad_scaler
+        (scaler.scale(loss) if scaler else loss).backward()
+        if clip > 0:
+            if scaler:
+                scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
 
     @abstractmethod
     def train_step(self, x: Tensor) -> dict[str, Tensor]:

@@ -67,11 +67,7 @@ class AdamTrainer(Trainer):
 
     def train_step(self, x: Tensor) -> dict[str, Tensor]:
         loss = self.objective.loss(self.model, x)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.value.backward()
-        if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        self.optimize(self.optimizer, loss.value, clip=self.config.grad_clip)
         return {"loss": loss.value.detach(), **loss.metrics}
 
     @torch.no_grad()

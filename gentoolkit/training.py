@@ -22,9 +22,12 @@ import torch
 from torch import Tensor
 
 from gentoolkit.data import batch_count, index_batches
+from gentoolkit.distributed import SINGLE, Group
 from gentoolkit.errors import GentoolError
 from gentoolkit.interfaces import ImageData, Model, Trainer
 from gentoolkit.standard import eval_mode
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -37,8 +40,11 @@ class TrainingOptions:
     max_steps: int | None = None  # stop after this many updates in total
     seed: int = 0  # seeds weights, shuffling, noise and the fixed sample grid
     eval_batch_size: int = 1000  # images per held-out evaluation batch
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast (fp16 with loss scaling, CUDA only)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise GentoolError(f"--precision {self.precision}: use one of {', '.join(PRECISIONS)}.")
         if self.epochs <= 0:
             raise GentoolError(f"--epochs must be a positive integer, got {self.epochs}.")
         if self.batch_size <= 0:
@@ -64,11 +70,15 @@ class EpochProgress:
         self.batches += 1
         self.images += n
         for key, value in metrics.items():
-            self.sums[key] = self.sums[key] + value * n if key in self.sums else value * n
+            value = value.detach().float() * n  # float32 sums, also under bf16 autocast
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + n
 
-    def means(self) -> dict[str, float]:
-        return {k: (v / self.counts[k]).item() for k, v in self.sums.items()}
+    def means(self, group: Group = SINGLE) -> dict[str, float]:
+        """Per-image means over the epoch, across all training processes."""
+        sums = group.sum(self.sums)
+        counts = group.sum({k: torch.tensor(float(n)) for k, n in self.counts.items()})
+        return {k: (v / counts[k]).item() for k, v in sums.items()}
 
 
 @dataclass
@@ -138,8 +148,9 @@ class TrainingLoop:
 
     def __init__(self, model: Model, trainer: Trainer, data: ImageData,
                  options: TrainingOptions, callbacks: list[Callback] = (),
-                 state: LoopState | None = None):
+                 state: LoopState | None = None, group: Group = SINGLE):
         self.model = model
+        self.group = group
         self.trainer = trainer
         self.options = options
         self.callbacks = list(callbacks)
@@ -147,15 +158,26 @@ class TrainingLoop:
         device = model.device
         self.train_data = data.train.to(device)
         self.test_data = data.test.to(device) if data.test is not None else None
-        if len(self.train_data) < options.batch_size and trainer.drop_last:
+        # Between processes every global batch must split evenly, so the last is dropped.
+        self.drop_last = trainer.drop_last or group.enabled
+        if options.batch_size % group.world_size:
+            raise GentoolError(f"--batch-size {options.batch_size} does not split evenly between "
+                               f"{group.world_size} processes; use a multiple of {group.world_size}.")
+        if len(self.train_data) < options.batch_size and self.drop_last:
             raise GentoolError(f"the data set has {len(self.train_data)} training images, fewer than "
                                f"--batch-size {options.batch_size}; lower --batch-size.")
+        if options.precision == "fp16":
+            if device.type != "cuda":
+                raise GentoolError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 here.")
+            trainer.grad_scaler = torch.amp.GradScaler("cuda")
+        self.autocast = torch.autocast(device.type, dtype=PRECISIONS[options.precision],
+                                       enabled=options.precision != "fp32")
         self.shuffle_generator = torch.Generator().manual_seed(options.seed)
         self.fixed_latent = model.sample_latent(64, _generator(device, options.seed))
 
     @property
     def steps_per_epoch(self) -> int:
-        return batch_count(len(self.train_data), self.options.batch_size, self.trainer.drop_last)
+        return batch_count(len(self.train_data), self.options.batch_size, self.drop_last)
 
     @property
     def total_steps(self) -> int:
@@ -203,32 +225,37 @@ class TrainingLoop:
         progress = self.state.partial
         self.shuffle_generator.set_state(progress.shuffle_state)  # same order after a resume
         batches = index_batches(len(self.train_data), self.options.batch_size, shuffle=True,
-                                drop_last=self.trainer.drop_last, generator=self.shuffle_generator,
+                                drop_last=self.drop_last, generator=self.shuffle_generator,
                                 device=self.train_data.device)
         for index in itertools.islice(batches, progress.batches, None):
+            index = self.group.shard(index)
             x = self.model.prepare(self.train_data[index])
-            metrics = self.trainer.train_step(x)
-            loss = metrics.get("loss")
-            if loss is not None and not torch.isfinite(loss):
+            with self.autocast:
+                metrics = self.trainer.train_step(x)
+            loss = metrics.get("loss", torch.zeros(()))
+            # Decided together, so every process stops at the same step.
+            signalled, diverged = self.group.any(bool(self.signals), not torch.isfinite(loss).item())
+            if diverged:
                 raise StopTraining(f"the loss became {loss.item()} at step {self.state.step + 1} "
                                    f"(epoch {self.state.epoch + 1}); lower --lr or check the data.")
             progress.add(metrics, len(index))
             self.state.step += 1
             for cb in self.callbacks:
                 cb.on_step(self, metrics)
-            if self.signals:
+            if signalled:
                 progress.seconds += time.perf_counter() - start
-                raise Interrupted(self.signals[0])
+                raise Interrupted(self.signals[0] if self.signals else signal.SIGTERM)
             if self.options.max_steps and self.state.step >= self.options.max_steps:
                 break
         seconds = progress.seconds + time.perf_counter() - start
         self.state.epoch += 1
         self.state.partial = None
         row: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
-        row.update({f"train_{k}": v for k, v in progress.means().items()})
+        row.update({f"train_{k}": v for k, v in progress.means(self.group).items()})
         row.update({f"test_{k}": v for k, v in self.evaluate().items()})
         row["seconds"] = round(seconds, 3)
-        row["images_per_second"] = round(progress.images / seconds, 1) if seconds > 0 else None
+        images = progress.images * self.group.world_size
+        row["images_per_second"] = round(images / seconds, 1) if seconds > 0 else None
         self.state.history.append(row)
         for cb in self.callbacks:
             cb.on_epoch_end(self, row)
@@ -242,10 +269,15 @@ class TrainingLoop:
         with eval_mode(self.model):
             for index in index_batches(len(self.test_data), self.options.eval_batch_size,
                                        shuffle=False, drop_last=False, device=self.test_data.device):
+                index = self.group.shard(index)
                 x = self.model.prepare(self.test_data[index], generator)
-                for key, value in self.trainer.evaluate(x).items():
-                    sums[key] = sums[key] + value * len(index) if key in sums else value * len(index)
-        return {k: (v / len(self.test_data)).item() for k, v in sums.items()}
+                with self.autocast:
+                    metrics = self.trainer.evaluate(x)
+                for key, value in metrics.items():
+                    value = value.float() * len(index)
+                    sums[key] = sums[key] + value if key in sums else value
+        return {k: (v / len(self.test_data)).item() for k, v in self.group.sum(sums).items()}
+
 
     def sample_grid(self) -> Tensor:
         """Images from the fixed latent batch, to watch one set of samples improve."""

@@ -25,3 +25,18 @@ def mnist_root() -> Path:
     if not root or not (Path(root) / "MNIST" / "raw").is_dir():
         pytest.skip("set GENTOOL_DATA_DIR to a folder holding MNIST/raw to run MNIST tests")
     return Path(root)
+
+
+@pytest.fixture
+def toy_installed(tmp_path) -> dict[str, str]:
+    """An environment in which the toy plugin is installed through a real entry point.
+
+    Subprocesses started with it find ``toy_plugin`` by its dist-info, exactly as
+    they would find a pip-installed plugin.
+    """
+    dist = tmp_path / "site" / "gentoolkit_toy-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gentoolkit-toy\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[gentoolkit]\ntoy = toy_plugin\n")
+    paths = [str(tmp_path / "site"), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
