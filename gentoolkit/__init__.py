@@ -16,6 +16,7 @@ from gentoolkit.interfaces import (
     ImageData,
     ImageSpec,
     Loss,
+    Metric,
     Model,
     NoConfig,
     Objective,
@@ -25,13 +26,15 @@ from gentoolkit.interfaces import (
     Trainer,
     VariationalModel,
 )
+from gentoolkit.standard import eval_mode
+from gentoolkit.training import Callback
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdversarialObjective", "Component", "DataOptions", "Dataset", "DiscriminatorScored",
-    "GentoolError", "ImageData", "ImageSpec", "Loss", "Model", "NoConfig", "Objective",
+    "AdversarialObjective", "Callback", "Component", "DataOptions", "Dataset", "DiscriminatorScored",
+    "GentoolError", "ImageData", "ImageSpec", "Loss", "Metric", "Model", "NoConfig", "Objective",
     "Recipe", "Sampler", "Samples", "Trainer", "VariationalModel", "__version__",
-    "apply_overrides", "batch_count", "binarize", "from_dict", "from_signed", "hookimpl",
+    "apply_overrides", "batch_count", "binarize", "eval_mode", "from_dict", "from_signed", "hookimpl",
     "index_batches", "to_dict", "to_signed", "to_unit",
 ]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGri
 from gentoolkit.config import apply_overrides, from_dict, split_assignment, to_dict
 from gentoolkit.distributed import Group, process_group
 from gentoolkit.errors import GentoolError
-from gentoolkit.interfaces import DataOptions, ImageSpec, Model, Samples
+from gentoolkit.interfaces import DataOptions, ImageData, ImageSpec, Model, Samples
 from gentoolkit.registry import Toolkit, get_toolkit, require_fit
 from gentoolkit.training import (
     Callback,
@@ -87,12 +88,13 @@ class Run:
     config: dict[str, Any]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     toolkit: Toolkit = field(default_factory=get_toolkit, repr=False)
+    weights: str = checkpoint.WEIGHTS  # or checkpoint.BEST_WEIGHTS
 
     @cached_property
     def model(self) -> Model:
         """The trained model, rebuilt from config.json and the safetensors weights."""
         model = build_model(self.toolkit, self.config)
-        checkpoint.load_weights(model, self.path / checkpoint.WEIGHTS)
+        checkpoint.load_weights(model, self.path / self.weights)
         return model.to(self.device).eval()
 
     @property
@@ -102,6 +104,29 @@ class Run:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
+                 batch_size: int = 500, seed: int = 0) -> dict[str, float]:
+        """Compute the named metrics on a split of the run's data set."""
+        classes = [self.toolkit.metrics.get(name) for name in metrics]  # unknown names fail first
+        for cls in classes:
+            require_fit("metric", cls, self.model)
+        if k is not None and k <= 0:
+            raise GentoolError(f"--k must be a positive integer, got {k}.")
+        if batch_size <= 0:
+            raise GentoolError(f"--batch-size must be a positive integer, got {batch_size}.")
+        data = load_data(self.toolkit, self.config["dataset"])
+        images = {"train": data.train, "test": data.test}.get(split)
+        if split not in ("train", "test"):
+            raise GentoolError(f"--split {split}: use train or test.")
+        if images is None:
+            raise GentoolError(f"data set '{self.config['dataset']['name']}' has no {split} split.")
+        results: dict[str, float] = {}
+        for cls in classes:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            results.update(cls().compute(self.model, images.to(self.device), k=k, batch_size=batch_size,
+                                         generator=generator))
+        return results
 
     def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
                options: Mapping[str, Any] | None = None) -> Samples:
@@ -131,19 +156,31 @@ def build_model(toolkit: Toolkit, config: Mapping[str, Any]) -> Model:
     return cls(from_dict(cls.Config, values), spec)
 
 
-def load_run(path: str | os.PathLike, device: str = "cpu") -> Run:
-    """Open a run directory, checking it is one."""
+def load_data(toolkit: Toolkit, dataset: Mapping[str, Any]) -> ImageData:
+    """Load the data set a run's config.json describes (its ``"dataset"`` entry)."""
+    data_cls = toolkit.datasets.get(dataset["name"])
+    return data_cls(from_dict(data_cls.Config, dataset["config"])).load(DataOptions(
+        root=Path(dataset["root"]), data_dir=Path(dataset["data_dir"]) if dataset["data_dir"] else None,
+        download=dataset["download"], image_size=dataset["image_size"]))
+
+
+def load_run(path: str | os.PathLike, device: str = "cpu", best: bool = False) -> Run:
+    """Open a run directory, checking it is one; ``best`` picks the weights kept by ``keep_best``."""
     path = checkpoint.check_run_dir(Path(path))
     config = checkpoint.read_json(path / checkpoint.CONFIG)
     if not isinstance(config, dict) or "model" not in config:
         raise GentoolError(f"{path / checkpoint.CONFIG} is not a gentoolkit run config.")
-    return Run(path, config, resolve_device(device))
+    weights = checkpoint.BEST_WEIGHTS if best else checkpoint.WEIGHTS
+    if not (path / weights).is_file():
+        raise GentoolError(f"{path} has no {weights}; train with --keep-best to keep the best epoch.")
+    return Run(path, config, resolve_device(device), weights=weights)
 
 
-def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "cpu") -> Run:
+def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "cpu",
+               best: bool = False) -> Run:
     """The newest run of ``model`` (a name or alias) under ``runs_dir``."""
     name = get_toolkit().models.entry(model).name
-    return load_run(checkpoint.latest_run_dir(Path(runs_dir), name), device)
+    return load_run(checkpoint.latest_run_dir(Path(runs_dir), name), device, best)
 
 
 @dataclass
@@ -156,7 +193,7 @@ class _Plan:
 
 
 def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, image_size, epochs,
-          batch_size, lr, max_steps, seed, device, precision, objective, trainer, overrides) -> _Plan:
+          batch_size, lr, max_steps, seed, device, objective, trainer, overrides, goals) -> _Plan:
     model_entry = toolkit.models.entry(model)
     model_cls = model_entry.cls
     data_cls = toolkit.datasets.get(dataset)
@@ -178,7 +215,7 @@ def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, ima
     options = TrainingOptions(epochs=recipe.epochs if epochs is None else epochs,
                               batch_size=recipe.batch_size if batch_size is None else batch_size,
                               lr=recipe.lr if lr is None else lr, max_steps=max_steps, seed=seed,
-                              precision=precision)
+                              **goals)
     resolved = resolve_device(device)
     root = data_root(data_dir)
     config = {
@@ -192,9 +229,7 @@ def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, ima
         "dataset": {"name": data_cls.name, "config": to_dict(configs["data"]), "root": str(root),
                     "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
                     "download": download, "image_size": image_size},
-        "training": {"epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr,
-                     "max_steps": options.max_steps, "seed": options.seed, "device": str(resolved),
-                     "precision": options.precision},
+        "training": {**dataclasses.asdict(options), "device": str(resolved)},
     }
     return _Plan(config, options, resolved)
 
@@ -214,11 +249,7 @@ def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
            trainer_state: dict[str, Any] | None, rng_state: dict[str, Any] | None, group: Group) -> Run:
     """Load the data, build the components and run the loop."""
     torch.manual_seed(options.seed)
-    ds = config["dataset"]
-    data_cls = toolkit.datasets.get(ds["name"])
-    data = data_cls(from_dict(data_cls.Config, ds["config"])).load(DataOptions(
-        root=Path(ds["root"]), data_dir=Path(ds["data_dir"]) if ds["data_dir"] else None,
-        download=ds["download"], image_size=ds["image_size"]))
+    data = load_data(toolkit, config["dataset"])
     config["image_spec"] = {"channels": data.spec.channels, "height": data.spec.height,
                             "width": data.spec.width, "binary": data.spec.binary}
     config["dataset"].update(train_size=len(data.train),
@@ -258,7 +289,8 @@ def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
 def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | None = None,
         download: bool = True, image_size: int | None = None, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, max_steps: int | None = None,
-        seed: int = 0, device: str = "auto", precision: str = "fp32", objective: str | None = None,
+        seed: int = 0, device: str = "auto", precision: str = "fp32", lr_schedule: str = "constant",
+        patience: int | None = None, keep_best: bool = False, objective: str | None = None,
         trainer: str | None = None,
         run_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
         overrides: Sequence[str] = (), progress: bool = False,
@@ -271,8 +303,9 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
     toolkit = get_toolkit()
     plan = _plan(toolkit, model, dataset, data_dir=data_dir, download=download, image_size=image_size,
                  epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
-                 device=device, precision=precision, objective=objective, trainer=trainer,
-                 overrides=overrides)
+                 device=device, objective=objective, trainer=trainer, overrides=overrides,
+                 goals={"precision": precision, "lr_schedule": lr_schedule, "patience": patience,
+                        "keep_best": keep_best})
     path = Path(run_dir) if run_dir else checkpoint.new_run_dir(Path(runs_dir), plan.config["model"]["name"])
     if (path / checkpoint.CONFIG).exists():
         raise GentoolError(f"{path} already holds a run; continue it with --resume {path}, "
@@ -300,9 +333,8 @@ def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: 
         training["max_steps"] = max_steps
     if device is not None:
         training["device"] = str(resolve_device(device))
-    options = TrainingOptions(epochs=training["epochs"], batch_size=training["batch_size"],
-                              lr=training["lr"], max_steps=training["max_steps"], seed=training["seed"],
-                              precision=training.get("precision", "fp32"))
+    options = TrainingOptions(**{f.name: training[f.name] for f in dataclasses.fields(TrainingOptions)
+                                 if f.name in training})
     history = Run(path, config).metrics
     partial = EpochProgress(**state["partial"]) if state.get("partial") else None
     loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)

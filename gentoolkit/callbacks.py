@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -28,6 +27,7 @@ class ProgressBar(Callback):
     """A Rich progress bar: epoch, steps, loss and images per second."""
 
     def __init__(self, console: Console | None = None, refresh_seconds: float = 0.25):
+        super().__init__()
         self.console = console or Console(stderr=True)
         self.refresh_seconds = refresh_seconds
         self.progress: Progress | None = None
@@ -73,33 +73,29 @@ class ProgressBar(Callback):
 class MetricsLog(Callback):
     """Appends each epoch's metrics to ``metrics.jsonl``, one JSON object per line."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / checkpoint.METRICS
-
     def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
+        with open(self.run_dir / checkpoint.METRICS, "a") as handle:
             handle.write(json.dumps(row) + "\n")
 
 
 class SampleGrids(Callback):
     """Saves ``samples/epoch-NNN.png`` from the same latent codes every epoch."""
 
-    def __init__(self, run_dir: Path):
-        self.folder = Path(run_dir) / checkpoint.SAMPLES
-
     def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_grid(loop.sample_grid(), self.folder / f"epoch-{row['epoch']:03d}.png")
+        folder = self.run_dir / checkpoint.SAMPLES
+        folder.mkdir(parents=True, exist_ok=True)
+        save_grid(loop.sample_grid(), folder / f"epoch-{row['epoch']:03d}.png")
 
 
 class Checkpoints(Callback):
     """Writes weights, trainer and loop state after every epoch and on Ctrl-C."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-
     def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
         self.save(loop)
+        if loop.options.keep_best and loop.is_best(row):
+            checkpoint.save_weights(loop.model, self.run_dir / checkpoint.BEST_WEIGHTS, loop.state.step)
+            checkpoint.write_json(self.run_dir / checkpoint.BEST_INFO,
+                                  {"epoch": row["epoch"], "step": row["step"], loop.monitor: row[loop.monitor]})
 
     def on_fit_end(self, loop: TrainingLoop, error: BaseException | None) -> None:
         if isinstance(error, KeyboardInterrupt) and loop.state.step > 0:

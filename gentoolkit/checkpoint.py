@@ -7,6 +7,7 @@ A run directory holds::
     trainer.safetensors  optimiser tensors and RNG states, to resume
     trainer.json         the rest of the trainer state (steps, epoch, hyper-parameters)
     metrics.jsonl        one JSON object per epoch
+    best.safetensors     with --keep-best: the weights of the epoch with the lowest held-out loss
     samples/epoch-NNN.png
 
 Nothing is unpickled, so a checkpoint from a stranger cannot run code. Each file
@@ -31,6 +32,8 @@ from gentoolkit.errors import GentoolError
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+BEST_WEIGHTS = "best.safetensors"  # with --keep-best: the weights of the best epoch
+BEST_INFO = "best.json"
 TRAINER_TENSORS = "trainer.safetensors"
 TRAINER_STATE = "trainer.json"
 METRICS = "metrics.jsonl"

@@ -24,6 +24,7 @@ from gentoolkit import __version__, api
 from gentoolkit.config import apply_overrides
 from gentoolkit.errors import GentoolError, unknown
 from gentoolkit.images import check_output_path, save_samples
+from gentoolkit.plots import plot_metrics
 from gentoolkit.registry import get_toolkit
 
 stdout = Console()
@@ -71,22 +72,32 @@ def cli(debug: bool) -> None:
 # ------------------------------------------------------------------ listing
 
 
+def _print_registry(kind: str, family: bool = False) -> None:
+    """A table of one kind of component: name, aliases, (family,) plugin, description."""
+    columns = ["name", "aliases", *(["family"] if family else []), "plugin", "description"]
+    table = Table(*columns)
+    for e in get_toolkit().registries[kind]:
+        table.add_row(e.name, ", ".join(e.aliases), *([e.cls.family] if family else []), e.plugin,
+                      e.cls.description())
+    stdout.print(table)
+
+
 @cli.command("list-models")
 def list_models() -> None:
     """List the models that installed plugins provide."""
-    table = Table("name", "aliases", "family", "plugin", "description")
-    for e in get_toolkit().models:
-        table.add_row(e.name, ", ".join(e.aliases), e.cls.family, e.plugin, e.cls.description())
-    stdout.print(table)
+    _print_registry("model", family=True)
 
 
 @cli.command("list-datasets")
 def list_datasets() -> None:
     """List the data sets that installed plugins provide."""
-    table = Table("name", "aliases", "plugin", "description")
-    for e in get_toolkit().datasets:
-        table.add_row(e.name, ", ".join(e.aliases), e.plugin, e.cls.description())
-    stdout.print(table)
+    _print_registry("dataset")
+
+
+@cli.command("list-metrics")
+def list_metrics() -> None:
+    """List the metrics that gentool evaluate can compute."""
+    _print_registry("metric")
 
 
 @cli.command("plugins")
@@ -127,6 +138,10 @@ def plugins(show_all: bool, as_json: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Autocast precision; fp16 (CUDA only) adds loss scaling.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="cosine decays the learning rate to 0 over the run.")
+@click.option("--patience", type=int, help="Stop early after this many epochs without a better test loss.")
+@click.option("--keep-best", is_flag=True, help="Also keep the best epoch's weights (best.safetensors).")
 @click.option("--objective", help="Objective name; default: the model's.")
 @click.option("--trainer", help="Trainer name; default: the model's.")
 @click.option("--run-dir", type=click.Path(path_type=Path), help="Run directory; default runs/<model>/<time>/.")
@@ -136,7 +151,8 @@ def plugins(show_all: bool, as_json: bool) -> None:
               help="Set a model option; trainer.KEY, objective.KEY, data.KEY set the others.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, batch_size, lr, seed,
-        device, precision, objective, trainer, run_dir, resume_dir, overrides, quiet) -> None:
+        device, precision, lr_schedule, patience, keep_best, objective, trainer, run_dir, resume_dir, overrides,
+        quiet) -> None:
     """Train MODEL on a data set and save the run."""
     if resume_dir is not None:
         run = api.resume(resume_dir, epochs=epochs, max_steps=max_steps, progress=not quiet,
@@ -146,7 +162,8 @@ def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, ba
             raise click.UsageError("give a MODEL to train (see 'gentool list-models'), or --resume RUN.")
         run = api.fit(model, dataset, data_dir=data_dir, download=not no_download, image_size=image_size,
                       epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
-                      device=device, precision=precision, objective=objective, trainer=trainer, run_dir=run_dir,
+                      device=device, precision=precision, lr_schedule=lr_schedule, patience=patience,
+                      keep_best=keep_best, objective=objective, trainer=trainer, run_dir=run_dir,
                       overrides=overrides, progress=not quiet)
     if not quiet:
         stderr.print(f"saved run to {run.path}; sample it with: gentool sample --run {run.path} -n 64",
@@ -186,8 +203,9 @@ def _sampler_options(args: list[str]) -> dict[str, str]:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
               help="A .png grid, or .safetensors for the tensor 'images' (N x C x H x W in [0, 1]).")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
 @click.pass_context
-def sample(ctx, model, run_dir, n, sampler, seed, out, device) -> None:
+def sample(ctx, model, run_dir, n, sampler, seed, out, device, best) -> None:
     """Draw images from a trained MODEL and save them.
 
     Sampler options go after the others, e.g. --sampler ranking --candidates 512.
@@ -196,14 +214,7 @@ def sample(ctx, model, run_dir, n, sampler, seed, out, device) -> None:
         raise GentoolError(f"-n must be a positive number of images, got {n}.")
     check_output_path(out)
     extra = _sampler_options(ctx.args)
-    if run_dir is None:
-        if model is None:
-            raise click.UsageError("give a MODEL (its latest run is used) or --run DIR.")
-        run = api.latest_run(model, device=device)
-    else:
-        run = api.load_run(run_dir, device=device)
-        if model is not None and get_toolkit().models.entry(model).name != run.config["model"]["name"]:
-            raise GentoolError(f"{run_dir} is a run of '{run.config['model']['name']}', not '{model}'.")
+    run = _run_for(model, run_dir, device, best)
     toolkit = get_toolkit()
     sampler_cls = toolkit.samplers.get(sampler or run.model.default_sampler)
     fields = sampler_cls.Config.__dataclass_fields__
@@ -216,6 +227,71 @@ def sample(ctx, model, run_dir, n, sampler, seed, out, device) -> None:
     samples = run.sample(n, sampler=sampler_cls.name, seed=seed, options=extra)
     written = save_samples(samples, out)
     stderr.print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def _run_for(model: str | None, run_dir: Path | None, device: str, best: bool) -> api.Run:
+    """The run named by --run, else the latest run of MODEL."""
+    if run_dir is None:
+        if model is None:
+            raise click.UsageError("give a MODEL (its latest run is used) or --run DIR.")
+        return api.latest_run(model, device=device, best=best)
+    run = api.load_run(run_dir, device=device, best=best)
+    if model is not None and get_toolkit().models.entry(model).name != run.config["model"]["name"]:
+        raise GentoolError(f"{run_dir} is a run of '{run.config['model']['name']}', not '{model}'.")
+    return run
+
+
+@cli.command("evaluate")
+@click.argument("model", required=False)
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory; default: the latest of MODEL.")
+@click.option("--metric", "metrics", required=True, help="Metric names, comma-separated (see list-metrics).")
+@click.option("--k", type=int, help="Samples per metric: importance samples (nll), generated images (fid).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train"]))
+@click.option("--batch-size", type=int, default=500, show_default=True, help="Images per batch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random draw.")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else on stdout.")
+def evaluate(model, run_dir, metrics, k, split, batch_size, seed, device, best, as_json) -> None:
+    """Measure a trained MODEL: ELBO, NLL, reconstruction error, FID, ..."""
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    run = _run_for(model, run_dir, device, best)
+    results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed)
+    settings = {"run": str(run.path), "model": run.config["model"]["name"], "metrics": names,
+                "k": k, "split": split, "seed": seed, "weights": run.weights}
+    if as_json:
+        click.echo(json.dumps({**results, "settings": settings}))
+        return
+    table = Table("metric", "value", title=f"{settings['model']} ({run.path}, {split} split)")
+    for key, value in results.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    stdout.print(table)
+
+
+@cli.command("show")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--plot", type=click.Path(path_type=Path), help="Write the loss curves to this PNG.")
+def show(run_dir, plot) -> None:
+    """Print a run's config and a table of its per-epoch metrics."""
+    run = api.load_run(run_dir)
+    stdout.print_json(data=run.config)
+    rows = run.metrics
+    if not rows:
+        stdout.print("no epochs finished yet")
+        return
+    keys = [k for k in rows[0] if k not in ("step", "images_per_second")]
+    table = Table(*keys, title=str(run.path))
+    for row in rows:
+        table.add_row(*(f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys))
+    stdout.print(table)
+    if plot is not None:
+        check_output_path(plot)
+        losses = [k for k in keys if k.endswith(("loss", "elbo")) and k.startswith(("train_", "test_"))]
+        plot_metrics({run.config["model"]["name"]: rows}, losses or keys[1:2], plot, title=str(run.path))
+        stderr.print(f"wrote {plot}", highlight=False)
 
 
 def main() -> None:

@@ -43,3 +43,14 @@ def register_trainers(register):
 @hookspec
 def register_datasets(register):
     """Register :class:`~gentoolkit.Dataset` subclasses: ``register(cls, aliases=())``."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register :class:`~gentoolkit.Metric` subclasses for ``gentool evaluate``: ``register(cls, aliases=())``."""
+
+
+@hookspec
+def register_callbacks(register):
+    """Register training :class:`~gentoolkit.Callback` subclasses that users switch on with
+    ``gentool fit --callback NAME``: ``register(cls, aliases=())``."""

@@ -249,6 +249,10 @@ class Trainer(Component, ABC):
         """Scalar metrics on a prepared held-out batch; none by default."""
         return {}
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers whose learning rate a schedule scales: by default every attribute that is one."""
+        return [v for v in vars(self).values() if isinstance(v, torch.optim.Optimizer)]
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """The optimiser state needed to resume."""
@@ -278,3 +282,25 @@ class Sampler(Component, Requires, ABC):
     @abstractmethod
     def sample(self, model: Model, n: int, generator: torch.Generator) -> Samples:
         """Draw ``n`` images; all randomness comes from ``generator``."""
+
+
+# ------------------------------------------------------------------- metric
+
+
+class Metric(Component, Requires, ABC):
+    """A number saying how good a trained model is, computed on one split of its data."""
+
+    higher_is_better: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    @abstractmethod
+    def compute(self, model: Model, images: Tensor, *, k: int | None, batch_size: int,
+                generator: torch.Generator) -> dict[str, float]:
+        """Values named by what they are (e.g. ``{"nll": 86.2}``) on uint8 ``images``.
+
+        ``k`` is the sample count the metric is known by (importance samples for an
+        NLL, generated images for a Frechet distance); None means its default.
+        All randomness comes from ``generator``, so results repeat.
+        """

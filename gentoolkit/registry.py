@@ -28,11 +28,13 @@ from gentoolkit.errors import GentoolError, unknown
 from gentoolkit.interfaces import (
     AdversarialObjective,
     Dataset,
+    Metric,
     Model,
     Objective,
     Sampler,
     Trainer,
 )
+from gentoolkit.training import Callback
 
 ENTRY_POINT_GROUP = "gentoolkit"
 CORE = "gentoolkit"
@@ -125,7 +127,19 @@ KINDS: dict[str, tuple[type, ...]] = {
     "sampler": (Sampler,),
     "trainer": (Trainer,),
     "dataset": (Dataset,),
+    "metric": (Metric,),
+    "callback": (Callback,),
 }
+
+
+class _Kind:
+    """``toolkit.models`` and friends: the registry of one kind."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __get__(self, toolkit: Toolkit, owner: type) -> Registry:
+        return toolkit.registries[self.kind]
 
 
 class Toolkit:
@@ -138,26 +152,13 @@ class Toolkit:
         self.plugins: dict[str, PluginInfo] = {}
         self.trace = bool(os.environ.get("GENTOOL_TRACE"))
 
-    # --- shortcuts used everywhere
-    @property
-    def models(self) -> Registry:
-        return self.registries["model"]
-
-    @property
-    def objectives(self) -> Registry:
-        return self.registries["objective"]
-
-    @property
-    def samplers(self) -> Registry:
-        return self.registries["sampler"]
-
-    @property
-    def trainers(self) -> Registry:
-        return self.registries["trainer"]
-
-    @property
-    def datasets(self) -> Registry:
-        return self.registries["dataset"]
+    models = _Kind("model")
+    objectives = _Kind("objective")
+    samplers = _Kind("sampler")
+    trainers = _Kind("trainer")
+    datasets = _Kind("dataset")
+    metrics = _Kind("metric")
+    callbacks = _Kind("callback")
 
     def add_plugin(self, module: Any, info: PluginInfo) -> None:
         """Register a plugin module (or object) and collect what it registers."""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,9 +25,13 @@ from torch import Tensor
 from gentoolkit.data import batch_count, index_batches
 from gentoolkit.distributed import SINGLE, Group
 from gentoolkit.errors import GentoolError
-from gentoolkit.interfaces import ImageData, Model, Trainer
+from gentoolkit.interfaces import Component, ImageData, Model, Trainer
 from gentoolkit.standard import eval_mode
 
+SCHEDULES = {
+    "constant": lambda progress: 1.0,
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))),
+}
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -41,8 +46,15 @@ class TrainingOptions:
     seed: int = 0  # seeds weights, shuffling, noise and the fixed sample grid
     eval_batch_size: int = 1000  # images per held-out evaluation batch
     precision: str = "fp32"  # fp32, or bf16 / fp16 autocast (fp16 with loss scaling, CUDA only)
+    lr_schedule: str = "constant"  # constant, or cosine: decay to 0 over the run's steps
+    patience: int | None = None  # stop when the monitored loss has not improved for this many epochs
+    keep_best: bool = False  # also keep the weights of the best epoch in best.safetensors
 
     def __post_init__(self) -> None:
+        if self.lr_schedule not in SCHEDULES:
+            raise GentoolError(f"--lr-schedule {self.lr_schedule}: use one of {', '.join(SCHEDULES)}.")
+        if self.patience is not None and self.patience <= 0:
+            raise GentoolError(f"--patience must be a positive integer, got {self.patience}.")
         if self.precision not in PRECISIONS:
             raise GentoolError(f"--precision {self.precision}: use one of {', '.join(PRECISIONS)}.")
         if self.epochs <= 0:
@@ -91,8 +103,15 @@ class LoopState:
     partial: EpochProgress | None = None  # the epoch in progress, if any
 
 
-class Callback:
-    """Hooks into the loop; override what you need."""
+class Callback(Component):
+    """Hooks into the loop; override what you need.
+
+    Plugins register callbacks users switch on with ``gentool fit --callback NAME``;
+    those are built as ``cls(run_dir)`` (``run_dir`` is None on processes other than rank 0).
+    """
+
+    def __init__(self, run_dir: Path | None = None):
+        self.run_dir = run_dir
 
     def on_fit_start(self, loop: TrainingLoop) -> None: ...
 
@@ -197,9 +216,35 @@ class TrainingLoop:
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
 
+    @property
+    def monitor(self) -> str:
+        """The metric early stopping and ``keep_best`` watch: the held-out loss when there is one."""
+        return "test_loss" if self.test_data is not None else "train_loss"
+
+    def is_best(self, row: dict[str, Any]) -> bool:
+        """Whether ``row`` has the lowest monitored loss of the run so far."""
+        values = [r[self.monitor] for r in self.state.history if self.monitor in r]
+        return self.monitor in row and row[self.monitor] <= min(values, default=math.inf)
+
+    def _stalled(self) -> bool:
+        patience = self.options.patience
+        values = [r[self.monitor] for r in self.state.history if self.monitor in r]
+        if not patience or not values:
+            return False
+        best = min(range(len(values)), key=values.__getitem__)
+        return len(values) - 1 - best >= patience
+
     def _done(self) -> bool:
         max_steps = self.options.max_steps
-        return self.state.epoch >= self.options.epochs or bool(max_steps and self.state.step >= max_steps)
+        return (self.state.epoch >= self.options.epochs or bool(max_steps and self.state.step >= max_steps)
+                or self._stalled())
+
+    def _schedule_lr(self) -> None:
+        """Scale every optimiser's learning rate for the coming step."""
+        factor = SCHEDULES[self.options.lr_schedule](self.state.step / max(self.total_steps, 1))
+        for optimizer in self.trainer.optimizers():
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
     def run(self) -> list[dict[str, Any]]:
         """Train until the epoch or step budget is spent; return the per-epoch metrics."""
@@ -229,6 +274,8 @@ class TrainingLoop:
                                 device=self.train_data.device)
         for index in itertools.islice(batches, progress.batches, None):
             index = self.group.shard(index)
+            if self.options.lr_schedule != "constant":
+                self._schedule_lr()
             x = self.model.prepare(self.train_data[index])
             with self.autocast:
                 metrics = self.trainer.train_step(x)

@@ -214,3 +214,35 @@ def test_interrupt_mid_epoch_saves_and_resumes_exactly(toy, tmp_path, signum):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
     assert strip(resumed.metrics) == strip(straight.metrics)
     assert torch.equal(resumed.model.logits, straight.model.logits)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(toy, tmp_path):
+    seen = []
+
+    class Spy(Callback):
+        def on_step(self, loop, metrics):
+            seen.append(loop.trainer.optimizer.param_groups[0]["lr"])
+
+    gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=2, lr=0.1, lr_schedule="cosine", callbacks=[Spy()])
+    assert seen[0] == pytest.approx(0.1) and seen[-1] < 0.01
+    assert all(a >= b for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_patience_stops_early_and_keep_best_keeps_the_best(toy, tmp_path):
+    # A huge learning rate makes the test loss get worse after the first epochs.
+    run = gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=30, lr=3.0, patience=2, keep_best=True)
+    losses = [r["test_loss"] for r in run.metrics]
+    best = losses.index(min(losses))
+    assert len(losses) == best + 3 < 30
+    info = json.loads((tmp_path / "best.json").read_text())
+    assert info["epoch"] == best + 1 and info["test_loss"] == min(losses)
+    best_model = gt.load_run(tmp_path, best=True).model
+    assert not torch.equal(best_model.logits, gt.load_run(tmp_path).model.logits)
+
+
+def test_evaluate_computes_registered_metrics(toy, tmp_path):
+    run = gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=3)
+    result = gt.load_run(tmp_path).evaluate(["pixel-nll"])
+    assert result["nll"] == pytest.approx(run.metrics[-1]["test_nll"], rel=1e-5)
+    with pytest.raises(GentoolError, match="unknown metric 'pixel-nl'"):
+        gt.load_run(tmp_path).evaluate(["pixel-nl"])

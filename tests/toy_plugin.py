@@ -8,7 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentoolkit import Dataset, ImageData, ImageSpec, Loss, Model, Objective, Recipe, hookimpl, to_unit
+from gentoolkit import (
+    Dataset,
+    ImageData,
+    ImageSpec,
+    Loss,
+    Metric,
+    Model,
+    Objective,
+    Recipe,
+    hookimpl,
+    to_unit,
+)
 
 
 class PixelBernoulli(Model):
@@ -52,6 +63,17 @@ class PixelNLL(Objective):
         return Loss(nll.mean() * self.config.scale, {"nll": nll.mean().detach()})
 
 
+class ExactNLL(Metric):
+    """Exact NLL of the independent-pixel model, in nats per image."""
+
+    name = "pixel-nll"
+
+    def compute(self, model, images, *, k, batch_size, generator):
+        x = to_unit(images)
+        nll = F.binary_cross_entropy_with_logits(model.logits.expand_as(x), x, reduction="none")
+        return {"nll": nll.flatten(1).sum(1).mean().item()}
+
+
 class Stripes(Dataset):
     """Random horizontal and vertical stripes, 1 x 8 x 8."""
 
@@ -80,3 +102,8 @@ def register_objectives(register):
 @hookimpl
 def register_datasets(register):
     register(Stripes)
+
+
+@hookimpl
+def register_metrics(register):
+    register(ExactNLL)
