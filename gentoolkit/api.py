@@ -270,7 +270,8 @@ def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
     if group.is_main:  # only rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
-        hooks = [MetricsLog(run_dir), SampleGrids(run_dir), Checkpoints(run_dir), *callbacks]
+        named = [toolkit.callbacks.get(name)(run_dir) for name in config.get("callbacks", [])]
+        hooks = [MetricsLog(run_dir), SampleGrids(run_dir), Checkpoints(run_dir), *named, *callbacks]
         if progress:
             hooks.insert(0, ProgressBar())
     loop = TrainingLoop(model, trainer, data, options, hooks, state, group)
@@ -291,7 +292,7 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
         batch_size: int | None = None, lr: float | None = None, max_steps: int | None = None,
         seed: int = 0, device: str = "auto", precision: str = "fp32", lr_schedule: str = "constant",
         patience: int | None = None, keep_best: bool = False, objective: str | None = None,
-        trainer: str | None = None,
+        trainer: str | None = None, callback_names: Sequence[str] = (),
         run_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
         overrides: Sequence[str] = (), progress: bool = False,
         callbacks: Sequence[Callback] = ()) -> Run:
@@ -299,6 +300,8 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
 
     ``overrides`` are ``"key=value"`` strings as for ``--set``: a bare key sets the
     model config, ``trainer.key``, ``objective.key`` and ``data.key`` the others.
+    ``callback_names`` switch on registered callbacks (``--callback``); ``callbacks``
+    adds callback objects for this call only.
     """
     toolkit = get_toolkit()
     plan = _plan(toolkit, model, dataset, data_dir=data_dir, download=download, image_size=image_size,
@@ -306,6 +309,7 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
                  device=device, objective=objective, trainer=trainer, overrides=overrides,
                  goals={"precision": precision, "lr_schedule": lr_schedule, "patience": patience,
                         "keep_best": keep_best})
+    plan.config["callbacks"] = [toolkit.callbacks.entry(name).name for name in callback_names]
     path = Path(run_dir) if run_dir else checkpoint.new_run_dir(Path(runs_dir), plan.config["model"]["name"])
     if (path / checkpoint.CONFIG).exists():
         raise GentoolError(f"{path} already holds a run; continue it with --resume {path}, "

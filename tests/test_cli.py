@@ -118,3 +118,23 @@ def test_truncated_checkpoint_is_a_clear_error(gentool, tmp_path):
     weights = tmp_path / "r" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:30])
     one_line_error(gentool("sample", "--run", "r", ok=False), "truncated or damaged")
+
+
+def test_tensorboard_callback_writes_event_files(gentool, tmp_path):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--quiet", "--run-dir", "r",
+            "--callback", "tensorboard")
+    events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(tmp_path / "r" / "tensorboard")).Reload().Tags()["scalars"]
+    assert "train/loss" in scalars and "test/nll" in scalars
+
+
+def test_evaluate_json_and_show(gentool, tmp_path):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--quiet", "--run-dir", "r")
+    out = json.loads(gentool("evaluate", "--run", "r", "--metric", "pixel-nll", "--json").output)
+    assert out["nll"] > 0 and out["settings"]["split"] == "test"
+    shown = gentool("show", "r", "--plot", "curve.png").output
+    assert "test_loss" in shown and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    one_line_error(gentool("evaluate", "--run", "r", "--metric", "nope", ok=False), "unknown metric 'nope'")
