@@ -67,6 +67,8 @@ class ImageData:
     train: Tensor
     test: Tensor | None
     spec: ImageSpec
+    train_labels: Tensor | None = None  # class indices (int64, N), where the data set has classes
+    test_labels: Tensor | None = None
 
 
 @dataclass
