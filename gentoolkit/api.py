@@ -125,7 +125,7 @@ class Run:
         for cls in classes:
             generator = torch.Generator(device=self.device).manual_seed(seed)
             results.update(cls().compute(self.model, images.to(self.device), k=k, batch_size=batch_size,
-                                         generator=generator))
+                                         generator=generator, data=data))
         return results
 
     def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,

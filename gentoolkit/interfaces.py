@@ -299,10 +299,12 @@ class Metric(Component, Requires, ABC):
 
     @abstractmethod
     def compute(self, model: Model, images: Tensor, *, k: int | None, batch_size: int,
-                generator: torch.Generator) -> dict[str, float]:
+                generator: torch.Generator, data: ImageData) -> dict[str, Any]:
         """Values named by what they are (e.g. ``{"nll": 86.2}``) on uint8 ``images``.
 
-        ``k`` is the sample count the metric is known by (importance samples for an
-        NLL, generated images for a Frechet distance); None means its default.
-        All randomness comes from ``generator``, so results repeat.
+        ``images`` is the evaluated split, on the model's device; ``data`` the whole data
+        set (metrics that learn features use its training split and labels). ``k`` is
+        the sample count the metric is known by (importance samples for an NLL,
+        generated images for a Frechet distance); None means its default. All
+        randomness comes from ``generator``, so results repeat.
         """

@@ -1,0 +1,104 @@
+"""The GAN objective and the trainer that alternates discriminator and generator steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gentoolkit import AdversarialObjective, GentoolError, Loss, Model, Trainer
+
+
+@runtime_checkable
+class AdversarialModel(Protocol):
+    """A generator and a discriminator that both work in the model's input space (``prepare``'s output)."""
+
+    netg: nn.Module  # latent codes from sample_latent -> images
+    netd: nn.Module  # images -> one logit per image, shape (N,)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+class GANObjective(AdversarialObjective):
+    """Non-saturating GAN loss (Goodfellow et al. 2014) on discriminator logits."""
+
+    name = "gan"
+    requires = (AdversarialModel,)
+
+    def discriminator_loss(self, model: Model, real: Tensor, fake: Tensor) -> Loss:
+        """-log D(real) - log(1 - D(fake)); real and fake pass separately, so BatchNorm sees pure batches."""
+        real_logits = model.netd(real)
+        fake_logits = model.netd(fake)
+        loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        return Loss(loss, {"d_loss": loss.detach(),
+                           "d_real": torch.sigmoid(real_logits.detach()).mean(),
+                           "d_fake": torch.sigmoid(fake_logits.detach()).mean()})
+
+    def generator_loss(self, model: Model, fake: Tensor) -> Loss:
+        """-log D(G(z)) rather than log(1 - D(G(z))): strong gradients while D still wins easily."""
+        logits = model.netd(fake)
+        loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return Loss(loss, {"g_loss": loss.detach()})
+
+
+class AdversarialTrainer(Trainer):
+    """Alternating Adam updates of the discriminator and the generator (the DCGAN recipe)."""
+
+    name = "adversarial"
+    objective_type = AdversarialObjective
+    drop_last = True  # BatchNorm statistics of a tiny last batch are noise
+
+    @dataclass
+    class Config:
+        d_every: int = 1  # update the discriminator on every d_every-th batch
+        g_every: int = 1  # update the generator on every g_every-th batch (the article uses 5)
+        beta1: float = 0.5  # Adam's first-moment decay; 0.5 as in the DCGAN paper
+        beta2: float = 0.999  # Adam's second-moment decay
+        lr_d: float | None = None  # the discriminator's learning rate; None uses --lr
+
+        def __post_init__(self) -> None:
+            for key in ("d_every", "g_every"):
+                if getattr(self, key) <= 0:
+                    raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
+            if self.lr_d is not None and not self.lr_d > 0:
+                raise ValueError(f"lr_d must be a positive number, got {self.lr_d}")
+
+    def __init__(self, model: Model, objective: AdversarialObjective, config: Config, lr: float):
+        super().__init__(model, objective, config, lr)
+        if not isinstance(model, AdversarialModel):
+            raise GentoolError(f"trainer 'adversarial' does not work with model '{model.name}': "
+                               "it needs a model with a generator 'netg' and a discriminator 'netd'.")
+        betas = (self.config.beta1, self.config.beta2)
+        lr_d = lr if self.config.lr_d is None else self.config.lr_d
+        self.optimizer_g = torch.optim.Adam(model.netg.parameters(), lr=lr, betas=betas)
+        self.optimizer_d = torch.optim.Adam(model.netd.parameters(), lr=lr_d, betas=betas)
+        self.batch = 0  # batches seen, for d_every and g_every; saved so a resume keeps the rhythm
+
+    def train_step(self, x: Tensor) -> dict[str, Tensor]:
+        model, metrics = self.model, {}
+        if self.batch % self.config.d_every == 0:
+            with torch.no_grad():  # the discriminator step must not reach the generator
+                fake = model.netg(model.sample_latent(len(x)))
+            loss = self.objective.discriminator_loss(model, x, fake)
+            self.optimize(self.optimizer_d, loss.value)
+            metrics.update(loss.metrics)
+        if self.batch % self.config.g_every == 0:
+            fake = model.netg(model.sample_latent(len(x)))
+            loss = self.objective.generator_loss(model, fake)
+            self.optimize(self.optimizer_g, loss.value)
+            metrics.update(loss.metrics)
+        self.batch += 1
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
+                "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_d.load_state_dict(state["optimizer_d"])
+        self.batch = state["batch"]
