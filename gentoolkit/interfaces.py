@@ -224,11 +224,17 @@ class Trainer(Component, ABC):
         self.config = config if config is not None else self.Config()
         self.lr = lr
         self.grad_scaler: torch.amp.GradScaler | None = None  # set by the loop for --precision fp16
+        self.skip_nonfinite = False  # set by the loop for --on-nan skip
+        self.skipped_steps = 0  # updates skipped because their loss was NaN or infinite
 
     def optimize(self, optimizer: torch.optim.Optimizer, loss: Tensor, clip: float = 0.0) -> None:
-        """Backward and step for one optimiser: gradient clipping when ``clip > 0``, and
-        loss scaling when training in fp16. Trainers call this rather than ``backward``."""
+        """Backward and step for one optimiser: gradient clipping when ``clip > 0``, loss
+        scaling when training in fp16, and skipping non-finite losses under ``--on-nan skip``.
+        Trainers call this rather than ``backward``."""
         optimizer.zero_grad(set_to_none=True)
+        if self.skip_nonfinite and not torch.isfinite(loss):
+            self.skipped_steps += 1
+            return
         scaler = self.grad_scaler
         (scaler.scale(loss) if scaler else loss).backward()
         if clip > 0:

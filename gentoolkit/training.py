@@ -49,10 +49,13 @@ class TrainingOptions:
     lr_schedule: str = "constant"  # constant, or cosine: decay to 0 over the run's steps
     patience: int | None = None  # stop when the monitored loss has not improved for this many epochs
     keep_best: bool = False  # also keep the weights of the best epoch in best.safetensors
+    on_nan: str = "stop"  # stop at a NaN/Inf loss, or skip that update and count it
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
             raise GentoolError(f"--lr-schedule {self.lr_schedule}: use one of {', '.join(SCHEDULES)}.")
+        if self.on_nan not in ("stop", "skip"):
+            raise GentoolError(f"--on-nan {self.on_nan}: use stop or skip.")
         if self.patience is not None and self.patience <= 0:
             raise GentoolError(f"--patience must be a positive integer, got {self.patience}.")
         if self.precision not in PRECISIONS:
@@ -189,6 +192,10 @@ class TrainingLoop:
             if device.type != "cuda":
                 raise GentoolError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 here.")
             trainer.grad_scaler = torch.amp.GradScaler("cuda")
+        if options.on_nan == "skip" and group.enabled:
+            raise GentoolError("--on-nan skip works in one process only (a skip on one process would "
+                               "leave the others waiting); use --on-nan stop with torchrun.")
+        trainer.skip_nonfinite = options.on_nan == "skip"
         self.autocast = torch.autocast(device.type, dtype=PRECISIONS[options.precision],
                                        enabled=options.precision != "fp32")
         self.shuffle_generator = torch.Generator().manual_seed(options.seed)
@@ -282,10 +289,12 @@ class TrainingLoop:
             loss = metrics.get("loss", torch.zeros(()))
             # Decided together, so every process stops at the same step.
             signalled, diverged = self.group.any(bool(self.signals), not torch.isfinite(loss).item())
-            if diverged:
+            if diverged and not self.trainer.skip_nonfinite:
                 raise StopTraining(f"the loss became {loss.item()} at step {self.state.step + 1} "
-                                   f"(epoch {self.state.epoch + 1}); lower --lr or check the data.")
-            progress.add(metrics, len(index))
+                                   f"(epoch {self.state.epoch + 1}); the last checkpoint is kept. Lower --lr, "
+                                   "check the data, or pass --on-nan skip.")
+            if not diverged:  # a skipped update contributes no metrics
+                progress.add(metrics, len(index))
             self.state.step += 1
             for cb in self.callbacks:
                 cb.on_step(self, metrics)
@@ -300,6 +309,8 @@ class TrainingLoop:
         row: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
         row.update({f"train_{k}": v for k, v in progress.means(self.group).items()})
         row.update({f"test_{k}": v for k, v in self.evaluate().items()})
+        if self.trainer.skip_nonfinite:
+            row["skipped_steps"] = self.trainer.skipped_steps
         row["seconds"] = round(seconds, 3)
         images = progress.images * self.group.world_size
         row["images_per_second"] = round(images / seconds, 1) if seconds > 0 else None

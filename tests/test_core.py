@@ -246,3 +246,10 @@ def test_evaluate_computes_registered_metrics(toy, tmp_path):
     assert result["nll"] == pytest.approx(run.metrics[-1]["test_nll"], rel=1e-5)
     with pytest.raises(GentoolError, match="unknown metric 'pixel-nl'"):
         gt.load_run(tmp_path).evaluate(["pixel-nl"])
+
+
+def test_on_nan_skip_counts_and_skips_the_update(toy, tmp_path):
+    run = gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=1, on_nan="skip",
+                 overrides=["objective.scale=inf"])
+    assert run.metrics[-1]["skipped_steps"] == 8
+    assert torch.equal(run.model.logits, torch.zeros(1, 8, 8))  # no update was applied
