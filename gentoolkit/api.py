@@ -236,17 +236,17 @@ def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, ima
 
 def _start(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, device: torch.device,
            run_dir: Path, *, progress: bool, callbacks: Sequence[Callback], state: LoopState | None,
-           trainer_state: dict[str, Any] | None = None, rng_state: dict[str, Any] | None = None) -> Run:
+           resume_state: dict[str, Any] | None = None) -> Run:
     """Join the process group if torchrun started us, then train; shared by fit and resume."""
     with process_group(device) as (group, device):
         run_dir = Path(group.broadcast(str(run_dir)))  # rank 0 named it (timestamps differ)
         return _train(toolkit, config, options, device, run_dir, progress=progress, callbacks=callbacks,
-                      state=state, trainer_state=trainer_state, rng_state=rng_state, group=group)
+                      state=state, resume_state=resume_state, group=group)
 
 
 def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, device: torch.device,
            run_dir: Path, *, progress: bool, callbacks: Sequence[Callback], state: LoopState | None,
-           trainer_state: dict[str, Any] | None, rng_state: dict[str, Any] | None, group: Group) -> Run:
+           resume_state: dict[str, Any] | None, group: Group) -> Run:
     """Load the data, build the components and run the loop."""
     torch.manual_seed(options.seed)
     data = load_data(toolkit, config["dataset"])
@@ -263,9 +263,12 @@ def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
     trainer_cls = toolkit.trainers.get(config["trainer"]["name"])
     trainer = trainer_cls(model, objective, from_dict(trainer_cls.Config, config["trainer"]["config"]),
                           options.lr)
-    if state is not None:  # resuming: weights, optimiser and random streams as they were
-        checkpoint.load_weights(model, run_dir / checkpoint.WEIGHTS)
-        trainer.load_state_dict(trainer_state)
+    if resume_state is not None:  # weights, optimisers and random streams as they were
+        weights = resume_state["model"]
+        checkpoint.check_shapes(model, {k: tuple(v.shape) for k, v in weights.items()},
+                                run_dir / checkpoint.TRAINER_STATE)
+        model.load_state_dict(weights)
+        trainer.load_state_dict(resume_state["trainer"])
     hooks: list[Callback] = []
     if group.is_main:  # only rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -275,8 +278,8 @@ def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
         if progress:
             hooks.insert(0, ProgressBar())
     loop = TrainingLoop(model, trainer, data, options, hooks, state, group)
-    if rng_state is not None:
-        loop.set_rng_state(rng_state)
+    if resume_state is not None:
+        loop.set_rng_state(resume_state["rng"])
     try:
         loop.run()
     except Interrupted as exc:
@@ -318,18 +321,28 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
                   callbacks=callbacks, state=None)
 
 
+def _trim_metrics(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """Keep the metrics rows of the epochs the checkpoint holds; drop any written after it
+    (a run killed between logging an epoch and saving it) and a half-written last line."""
+    rows = []
+    metrics = path / checkpoint.METRICS
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if row.get("epoch", 0) <= epochs:
+            rows.append(row)
+    checkpoint.atomic_write(metrics, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    return rows
+
+
 def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: int | None = None,
            device: str | None = None, progress: bool = False, callbacks: Sequence[Callback] = ()) -> Run:
     """Continue a run where its last checkpoint stopped; ``epochs`` is the new total."""
     path = checkpoint.check_run_dir(Path(run_dir))
     config = checkpoint.read_json(path / checkpoint.CONFIG)
-    skeleton = checkpoint.read_json(path / checkpoint.TRAINER_STATE)
-    tensors = checkpoint.read_tensors(path / checkpoint.TRAINER_TENSORS)
-    state = checkpoint.unflatten_state(skeleton, tensors)
-    weights_step = checkpoint.weights_step(path / checkpoint.WEIGHTS)
-    if weights_step != state["step"]:
-        raise GentoolError(f"{path}: the weights (step {weights_step}) and trainer state "
-                           f"(step {state['step']}) do not match; the run was stopped while saving.")
+    state = checkpoint.load_state(path / checkpoint.TRAINER_STATE)
     training = config["training"]
     if epochs is not None:
         training["epochs"] = epochs
@@ -339,12 +352,11 @@ def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: 
         training["device"] = str(resolve_device(device))
     options = TrainingOptions(**{f.name: training[f.name] for f in dataclasses.fields(TrainingOptions)
                                  if f.name in training})
-    history = Run(path, config).metrics
+    history = _trim_metrics(path, state["epoch"])
     partial = EpochProgress(**state["partial"]) if state.get("partial") else None
     loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)
     if loop_state.epoch >= options.epochs or (options.max_steps and loop_state.step >= options.max_steps):
         raise GentoolError(f"{path} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
                            "pass a larger total with --epochs (or --max-steps).")
     return _start(get_toolkit(), config, options, resolve_device(training["device"]), path,
-                  progress=progress, callbacks=callbacks, state=loop_state,
-                  trainer_state=state["trainer"], rng_state=state["rng"])
+                  progress=progress, callbacks=callbacks, state=loop_state, resume_state=state)

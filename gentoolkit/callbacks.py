@@ -103,13 +103,8 @@ class Checkpoints(Callback):
 
     def save(self, loop: TrainingLoop) -> None:
         partial = loop.state.partial
-        state = {"trainer": loop.trainer.state_dict(), "rng": loop.rng_state(),
-                 "epoch": loop.state.epoch, "step": loop.state.step,
-                 "partial": dataclasses.asdict(partial) if partial is not None else None}
-        skeleton, tensors = checkpoint.flatten_state(state)
-        # Each file is atomic; the step stored in each lets a resume detect a run that
-        # was killed between two of them.
-        checkpoint.write_tensors(self.run_dir / checkpoint.TRAINER_TENSORS, tensors,
-                                 metadata={"step": str(loop.state.step)})
-        checkpoint.write_json(self.run_dir / checkpoint.TRAINER_STATE, skeleton)
+        checkpoint.save_state(self.run_dir / checkpoint.TRAINER_STATE, {
+            "model": loop.model.state_dict(), "trainer": loop.trainer.state_dict(), "rng": loop.rng_state(),
+            "epoch": loop.state.epoch, "step": loop.state.step,
+            "partial": dataclasses.asdict(partial) if partial is not None else None})
         checkpoint.save_weights(loop.model, self.run_dir / checkpoint.WEIGHTS, loop.state.step)

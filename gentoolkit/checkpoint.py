@@ -4,15 +4,16 @@ A run directory holds::
 
     config.json          what to rebuild: model name and config, data, training options
     model.safetensors    the model's weights
-    trainer.safetensors  optimiser tensors and RNG states, to resume
-    trainer.json         the rest of the trainer state (steps, epoch, hyper-parameters)
+    trainer.safetensors  everything to resume, in one file: weights, optimisers, RNG
+                         states, counters (the non-tensor part as JSON in its metadata)
     metrics.jsonl        one JSON object per epoch
     best.safetensors     with --keep-best: the weights of the epoch with the lowest held-out loss
     samples/epoch-NNN.png
 
 Nothing is unpickled, so a checkpoint from a stranger cannot run code. Each file
 is written to a temporary name, flushed to disk and renamed over the old one:
-a run killed at any moment leaves its last complete checkpoint loadable.
+a run killed at any moment leaves its last complete checkpoint loadable. The
+resume state is one file, so it can never mix two steps.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"  # with --keep-best: the weights of the best epoch
 BEST_INFO = "best.json"
-TRAINER_TENSORS = "trainer.safetensors"
-TRAINER_STATE = "trainer.json"
+TRAINER_STATE = "trainer.safetensors"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples"
 
@@ -166,18 +166,25 @@ def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
     write_tensors(path, model.state_dict(), metadata={"step": str(step)})
 
 
-def weights_step(path: Path) -> int | None:
-    """The step recorded in a weights file, if any."""
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write nested state (tensors, numbers, strings) as one safetensors file."""
+    skeleton, tensors = flatten_state(state)
+    write_tensors(path, tensors, metadata={"state": json.dumps(skeleton)})
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read what :func:`save_state` wrote."""
+    tensors = read_tensors(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            step = (f.metadata() or {}).get("step")
-    except (SafetensorError, OSError, ValueError):
-        return None
-    return int(step) if step is not None else None
+            skeleton = json.loads((f.metadata() or {})["state"])
+        return unflatten_state(skeleton, tensors)
+    except (KeyError, json.JSONDecodeError):
+        raise GentoolError(f"{path} holds no gentoolkit training state.") from None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load weights, saying exactly which tensors are missing, extra or mis-shaped."""
+    """Load weights from a safetensors file, checking every name and shape first."""
     try:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -186,6 +193,12 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     except (SafetensorError, OSError, ValueError) as exc:
         raise GentoolError(f"{path} is not a readable safetensors file ({exc}); "
                            "it is truncated or damaged.") from None
+    check_shapes(model, shapes, path)
+    model.load_state_dict(read_tensors(path))
+
+
+def check_shapes(model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], source: Path) -> None:
+    """Raise a GentoolError naming exactly which tensors are missing, extra or mis-shaped."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     problems = [f"missing '{k}'" for k in expected if k not in shapes]
     problems += [f"unexpected '{k}'" for k in shapes if k not in expected]
@@ -193,5 +206,4 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
                  for k, v in expected.items() if k in shapes and shapes[k] != v]
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise GentoolError(f"{path} does not match model '{type(model).name}': {shown}.")
-    model.load_state_dict(read_tensors(path))
+        raise GentoolError(f"{source} does not match model '{type(model).name}': {shown}.")

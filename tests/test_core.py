@@ -6,6 +6,9 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
+import time
 import types
 from dataclasses import dataclass
 from typing import Literal
@@ -253,3 +256,24 @@ def test_on_nan_skip_counts_and_skips_the_update(toy, tmp_path):
                  overrides=["objective.scale=inf"])
     assert run.metrics[-1]["skipped_steps"] == 8
     assert torch.equal(run.model.logits, torch.zeros(1, 8, 8))  # no update was applied
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_leaves_a_resumable_run(toy_installed, tmp_path):
+    # Every epoch of the toy run writes a checkpoint, so kills land mid-write often.
+    for i, delay in enumerate([1.5, 1.9, 2.3, 2.7]):
+        run_dir = tmp_path / f"run{i}"
+        proc = subprocess.Popen([sys.executable, "-m", "gentoolkit", "fit", "pixels", "--dataset", "stripes",
+                                 "--epochs", "100000", "--run-dir", str(run_dir), "--quiet"], env=toy_installed)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        if not (run_dir / checkpoint.TRAINER_STATE).exists():
+            continue  # killed before the first checkpoint: nothing to lose yet
+        state = checkpoint.load_state(run_dir / checkpoint.TRAINER_STATE)
+        result = subprocess.run([sys.executable, "-m", "gentoolkit", "fit", "--resume", str(run_dir),
+                                 "--epochs", str(state["epoch"] + 1), "--quiet"], env=toy_installed,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == list(range(1, state["epoch"] + 2))

@@ -1,0 +1,163 @@
+"""Variational autoencoders (Kingma & Welling 2013) with a Bernoulli or a Gaussian decoder.
+
+Both share the encoder q(z|x) = N(mu, diag(exp(logvar))), the prior
+p(z) = N(0, I) and the networks; they differ in what the decoder's outputs
+mean, how pixels are prepared and how log p(x|z) is computed.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from gentoolkit import ImageSpec, Model, Recipe, binarize, to_unit
+from gentoolkit_vae import maths
+from gentoolkit_vae.networks import conv_networks, mlp_networks
+
+Arch = Literal["mlp", "conv"]
+Binarize = Literal["auto", "dynamic", "none"]
+Variance = Literal["learned", "fixed"]
+
+
+def check_choice(key: str, value: Any, choices: Any) -> None:
+    """Raise ValueError unless ``value`` is one of the ``Literal`` type's ``choices``."""
+    options = typing.get_args(choices)
+    if value not in options:
+        raise ValueError(f"{key} must be one of {', '.join(options)}, got {value!r}")
+
+
+@dataclass
+class VAEConfig:
+    arch: Arch = "mlp"  # mlp: fully connected networks; conv: strided convolutions
+    latent_dim: int = 20  # size of the latent code z
+    hidden: tuple[int, ...] = (400,)  # mlp hidden sizes from the image to z; the decoder mirrors them
+    channels: tuple[int, ...] = (32, 64)  # conv feature maps, each layer halving H and W; the decoder mirrors them
+
+    def __post_init__(self) -> None:
+        check_choice("arch", self.arch, Arch)
+        if self.latent_dim <= 0:
+            raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim}")
+        if any(size <= 0 for size in self.hidden):
+            raise ValueError(f"hidden sizes must be positive integers, got {self.hidden}")
+        if not self.channels or any(width <= 0 for width in self.channels):
+            raise ValueError(f"channels must be one or more positive integers, got {self.channels}")
+
+
+class VAE(Model):
+    """What both VAEs share: Gaussian encoder, standard normal prior, MLP or conv networks."""
+
+    family = "vae"
+    default_objective = "elbo"
+    default_trainer = "adam"
+    default_sampler = "prior"
+    recipe = Recipe(lr=3e-4, batch_size=128, epochs=20)  # the source article's MNIST training
+    Config = VAEConfig
+
+    def __init__(self, config: VAEConfig, spec: ImageSpec):
+        super().__init__(config, spec)
+        if config.arch == "mlp":
+            self.encoder, self.decoder = mlp_networks(spec, config.hidden, config.latent_dim)
+        else:
+            self.encoder, self.decoder = conv_networks(spec, config.channels, config.latent_dim)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z|x); a log-variance keeps sigma positive without constraints."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)  # N x L each
+        return mu, logvar
+
+    def reparameterize(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A differentiable sample of q(z|x): mu + exp(logvar / 2) * eps."""
+        return maths.reparameterize(mu, logvar, generator)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """One unbounded value per pixel: Bernoulli logits (stabler in the loss than
+        probabilities), which the Gaussian VAE squashes into means."""
+        return self.decoder(z)  # N x C x H x W
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+
+
+class BernoulliVAE(VAE):
+    """VAE with a Bernoulli decoder (the source article's MNIST VAE, with its maths fixed)."""
+
+    name = "bernoulli-vae"
+
+    @dataclass
+    class Config(VAEConfig):
+        # auto: dynamic for binary data such as MNIST; dynamic: always draw {0, 1} pixels
+        # with the grey levels as probabilities; none: use grey levels as they are
+        binarize: Binarize = "auto"
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check_choice("binarize", self.binarize, Binarize)
+
+    def __init__(self, config: Config, spec: ImageSpec):
+        super().__init__(config, spec)
+        self.dynamic = config.binarize == "dynamic" or (config.binarize == "auto" and spec.binary)
+
+    def prepare(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Pixels in [0, 1], the support of a Bernoulli (the article's [-1, 1] is not);
+        with dynamic binarisation a fresh {0, 1} image is drawn every time."""
+        x = to_unit(batch)
+        return binarize(x, generator) if self.dynamic else x
+
+    def log_likelihood(self, x: Tensor, decoded: Tensor) -> Tensor:
+        return maths.bernoulli_log_likelihood(x, decoded)
+
+    def generate(self, z: Tensor) -> Tensor:
+        """The mean image: each pixel's probability of being 1."""
+        return torch.sigmoid(self.decode(z))
+
+
+class GaussianVAE(VAE):
+    """VAE with a Gaussian decoder, fixed or learned variance."""
+
+    name = "gaussian-vae"
+
+    @dataclass
+    class Config(VAEConfig):
+        variance: Variance = "learned"  # learned: one sigma per pixel, trained with the networks; fixed: sigma
+        sigma: float = 0.1  # the decoder's standard deviation when fixed, its starting value when learned
+        dequantize: bool = True  # add uniform noise within each pixel's 1/256 bin, so the ELBO bounds 8-bit data
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check_choice("variance", self.variance, Variance)
+            if not self.sigma > 0:
+                raise ValueError(f"sigma must be positive, got {self.sigma}")
+            if self.variance == "learned" and not self.dequantize:
+                raise ValueError("variance=learned needs dequantize=true: on discrete pixels a learned sigma can "
+                                 "shrink to 0 and the density grows without bound; use variance=fixed")
+
+    def __init__(self, config: Config, spec: ImageSpec):
+        super().__init__(config, spec)
+        log_sigma = torch.full(spec.shape, math.log(config.sigma))  # C x H x W
+        if config.variance == "learned":
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    def prepare(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Pixels in [0, 1]; dequantised, x = (pixel + u) / 256 with u ~ U[0, 1)."""
+        if not self.config.dequantize:
+            return to_unit(batch)
+        noise = torch.rand(batch.shape, generator=generator, device=batch.device)
+        return (batch.float() + noise) / 256
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The means of p(x|z), squashed into [0, 1] where the pixels live."""
+        return torch.sigmoid(super().decode(z))
+
+    def log_likelihood(self, x: Tensor, decoded: Tensor) -> Tensor:
+        return maths.gaussian_log_likelihood(x, decoded, self.log_sigma)
+
+    def generate(self, z: Tensor) -> Tensor:
+        """The mean image (a sample would add per-pixel noise)."""
+        return self.decode(z)
