@@ -27,8 +27,14 @@ from gentoolkit.images import check_output_path, save_samples
 from gentoolkit.plots import plot_metrics
 from gentoolkit.registry import get_toolkit
 
-stdout = Console()
-stderr = Console(stderr=True)
+def stdout_console() -> Console:
+    """A console on stdout, made per use so it follows the current terminal (and test runner)."""
+    return Console()
+
+
+def stderr_console() -> Console:
+    """A console on stderr, for messages that must not mix with output scripts read."""
+    return Console(stderr=True)
 
 
 def _debug() -> bool:
@@ -36,7 +42,7 @@ def _debug() -> bool:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
+    stderr_console().print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
 class GentoolGroup(click.Group):
@@ -79,7 +85,7 @@ def _print_registry(kind: str, family: bool = False) -> None:
     for e in get_toolkit().registries[kind]:
         table.add_row(e.name, ", ".join(e.aliases), *([e.cls.family] if family else []), e.plugin,
                       e.cls.description())
-    stdout.print(table)
+    stdout_console().print(table)
 
 
 @cli.command("list-models")
@@ -117,7 +123,7 @@ def plugins(show_all: bool, as_json: bool) -> None:
         registers = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in p.registered.items())
         status = f"[red]failed: {p.error}[/]" if p.error else "ok"
         table.add_row(p.name, p.distribution, p.version, registers, status)
-    stdout.print(table)
+    stdout_console().print(table)
 
 
 # --------------------------------------------------------------------- fit
@@ -170,7 +176,7 @@ def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, ba
                       keep_best=keep_best, on_nan=on_nan, callback_names=callback_names, objective=objective,
                       trainer=trainer, run_dir=run_dir, overrides=overrides, progress=not quiet)
     if not quiet:
-        stderr.print(f"saved run to {run.path}; sample it with: gentool sample --run {run.path} -n 64",
+        stderr_console().print(f"saved run to {run.path}; sample it with: gentool sample --run {run.path} -n 64",
                      highlight=False)
 
 
@@ -230,7 +236,7 @@ def sample(ctx, model, run_dir, n, sampler, seed, out, device, best) -> None:
     apply_overrides(sampler_cls.Config(), extra.items(), f"sampler '{sampler_cls.name}'")
     samples = run.sample(n, sampler=sampler_cls.name, seed=seed, options=extra)
     written = save_samples(samples, out)
-    stderr.print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
+    stderr_console().print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -272,7 +278,7 @@ def evaluate(model, run_dir, metrics, k, split, batch_size, seed, device, best, 
     table = Table("metric", "value", title=f"{settings['model']} ({run.path}, {split} split)")
     for key, value in results.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    stdout.print(table)
+    stdout_console().print(table)
 
 
 @cli.command("show")
@@ -281,21 +287,21 @@ def evaluate(model, run_dir, metrics, k, split, batch_size, seed, device, best, 
 def show(run_dir, plot) -> None:
     """Print a run's config and a table of its per-epoch metrics."""
     run = api.load_run(run_dir)
-    stdout.print_json(data=run.config)
+    stdout_console().print_json(data=run.config)
     rows = run.metrics
     if not rows:
-        stdout.print("no epochs finished yet")
+        stdout_console().print("no epochs finished yet")
         return
     keys = [k for k in rows[0] if k not in ("step", "images_per_second")]
     table = Table(*keys, title=str(run.path))
     for row in rows:
         table.add_row(*(f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys))
-    stdout.print(table)
+    stdout_console().print(table)
     if plot is not None:
         check_output_path(plot)
         losses = [k for k in keys if k.endswith(("loss", "elbo")) and k.startswith(("train_", "test_"))]
         plot_metrics({run.config["model"]["name"]: rows}, losses or keys[1:2], plot, title=str(run.path))
-        stderr.print(f"wrote {plot}", highlight=False)
+        stderr_console().print(f"wrote {plot}", highlight=False)
 
 
 def main() -> None:
@@ -312,5 +318,5 @@ def main() -> None:
         signum = getattr(cause, "signum", signal.SIGINT)
         run_dir = getattr(cause, "run_dir", None)
         resume = f"; checkpoint saved, continue with: gentool fit --resume {run_dir}" if run_dir else ""
-        stderr.print(f"interrupted{resume}", highlight=False)
+        stderr_console().print(f"interrupted{resume}", highlight=False)
         sys.exit(128 + signum)

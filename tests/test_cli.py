@@ -16,6 +16,7 @@ from gentoolkit.cli import cli
 def gentool(toy, tmp_path, monkeypatch):
     """Run ``gentool ARGS`` in a temporary folder with the toy plugin; return the result."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")  # wide tables, so rows do not wrap
     runner = CliRunner()
 
     def run(*args, ok=True):

@@ -87,9 +87,13 @@ class AdversarialTrainer(Trainer):
             self.optimize(self.optimizer_d, loss.value)
             metrics.update(loss.metrics)
         if self.batch % self.config.g_every == 0:
-            fake = model.netg(model.sample_latent(len(x)))
-            loss = self.objective.generator_loss(model, fake)
-            self.optimize(self.optimizer_g, loss.value)
+            model.netd.requires_grad_(False)  # gradients flow through netd to netg, not into its weights
+            try:
+                fake = model.netg(model.sample_latent(len(x)))
+                loss = self.objective.generator_loss(model, fake)
+                self.optimize(self.optimizer_g, loss.value)
+            finally:
+                model.netd.requires_grad_(True)
             metrics.update(loss.metrics)
         self.batch += 1
         return metrics

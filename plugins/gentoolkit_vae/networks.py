@@ -71,8 +71,9 @@ def conv_networks(spec: ImageSpec, channels: tuple[int, ...], latent_dim: int) -
         nn.Unflatten(1, (channels[-1], height, width)),  # N x channels[-1] x sizes[-1]
     ]
     for i in reversed(range(len(channels))):
-        odd = (sizes[i][0] % 2, sizes[i][1] % 2)
-        decoder.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 4, 2, 1, output_padding=odd))  # N x widths[i] x sizes[i]
+        odd = (sizes[i][0] % 2, sizes[i][1] % 2)  # add back the row or column that halving dropped
+        deconv = nn.ConvTranspose2d(widths[i + 1], widths[i], 4, 2, 1, output_padding=odd)
+        decoder.append(deconv)  # N x widths[i] x sizes[i]
         if i > 0:
             decoder.append(nn.ReLU())
     return nn.Sequential(*encoder), nn.Sequential(*decoder)
