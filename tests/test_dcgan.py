@@ -56,7 +56,7 @@ def test_generator_and_discriminator_shapes(channels, size):
     images = model.generate(z)
     assert images.shape == (5, channels, size, size)
     assert images.min() >= 0 and images.max() <= 1
-    assert model.netd(model.netg(z)).shape == (5,)
+    assert model.discriminator_logits(model.netg(z)).shape == (5,)
     assert model.discriminator_score(images).shape == (5,)
 
 
@@ -119,7 +119,7 @@ def test_images_are_signed_inside_and_scored_as_images():
     assert x.min() == -1 and x.max() == 1
     assert isinstance(model, DiscriminatorScored) and RankingSampler.fits(model)
     with torch.no_grad():
-        torch.testing.assert_close(model.discriminator_score(batch / 255), model.netd(x))
+        torch.testing.assert_close(model.discriminator_score(batch / 255), model.discriminator_logits(x))
 
 
 def test_registered_with_its_defaults():
@@ -137,7 +137,7 @@ def test_registered_with_its_defaults():
 
 def logits_model() -> types.SimpleNamespace:
     """A stand-in whose discriminator returns its input, so the test chooses the logits."""
-    return types.SimpleNamespace(netd=lambda x: x)
+    return types.SimpleNamespace(discriminator_logits=lambda x: x)
 
 
 def test_discriminator_loss_is_bce_on_logits():

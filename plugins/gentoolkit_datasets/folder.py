@@ -29,6 +29,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from gentoolkit import DataOptions, Dataset, GentoolError, ImageData, ImageSpec
 
+CHANNELS = {"rgb": 3, "grey": 1}  # per value of the ``mode`` option
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 CACHE_PREFIX = ".gentool-cache-"
 CACHE_VERSION = 1  # part of every cache key: bump it when decoding changes, so old caches are not reused
@@ -71,8 +72,7 @@ def decode_all(folder: Path, files: list[FileEntry], size: int, mode: str) -> tu
 
     Threads are enough: PIL releases the GIL while it decodes and resizes.
     """
-    channels = 3 if mode == "rgb" else 1
-    images = torch.empty(len(files), channels, size, size, dtype=torch.uint8)
+    images = torch.empty(len(files), CHANNELS[mode], size, size, dtype=torch.uint8)
     count, unreadable = 0, []
     decode = partial(decode_image, size=size, mode=mode)
     with ThreadPoolExecutor() as pool:
@@ -124,8 +124,9 @@ def check_memory(count: int, channels: int, size: int) -> None:
     needed = count * channels * size * size
     if needed > MEMORY_SHARE * ram:
         raise GentoolError(
-            f"{count} images of {channels} x {size} x {size} need {needed / 2**30:.1f} GiB, more than half of "
-            f"this machine's {ram / 2**30:.1f} GiB of RAM; use a smaller --image-size or fewer images.")
+            f"{count} images of {channels} x {size} x {size} need {needed / 2**30:.1f} GiB, more than "
+            f"{MEMORY_SHARE:.0%} of this machine's {ram / 2**30:.1f} GiB of RAM; use a smaller --image-size "
+            "or fewer images.")
 
 
 def load_folder(folder: Path, size: int, mode: str) -> Tensor:
@@ -138,7 +139,7 @@ def load_folder(folder: Path, size: int, mode: str) -> Tensor:
     if not files:
         raise GentoolError(f"no images in {folder} or its subfolders; expected files ending in "
                            f"{', '.join(IMAGE_SUFFIXES)}.")
-    check_memory(len(files), 3 if mode == "rgb" else 1, size)
+    check_memory(len(files), CHANNELS[mode], size)
     path = cache_path(folder, files, size, mode)
     cached = read_cache(path)
     if cached is not None:

@@ -6,10 +6,10 @@ BCELoss, and no tensor is written through ``.data``.
 """
 
 from gentoolkit import hookimpl
-from gentoolkit_dcgan.adversarial import AdversarialModel, AdversarialTrainer, GANObjective
+from gentoolkit_dcgan.adversarial import AdversarialTrainer, DiscriminatorLogits, GANObjective
 from gentoolkit_dcgan.model import DCGAN
 
-__all__ = ["DCGAN", "AdversarialModel", "AdversarialTrainer", "GANObjective"]
+__all__ = ["DCGAN", "AdversarialTrainer", "DiscriminatorLogits", "GANObjective"]
 
 
 @hookimpl

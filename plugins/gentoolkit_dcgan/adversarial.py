@@ -13,25 +13,22 @@ from gentoolkit import AdversarialObjective, GentoolError, Loss, Model, Trainer
 
 
 @runtime_checkable
-class AdversarialModel(Protocol):
-    """A generator and a discriminator that both work in the model's input space (``prepare``'s output)."""
+class DiscriminatorLogits(Protocol):
+    """A model whose discriminator gives one logit per image in its input space (what ``prepare`` returns)."""
 
-    netg: nn.Module  # latent codes from sample_latent -> images
-    netd: nn.Module  # images -> one logit per image, shape (N,)
-
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+    def discriminator_logits(self, x: Tensor) -> Tensor: ...
 
 
 class GANObjective(AdversarialObjective):
     """Non-saturating GAN loss (Goodfellow et al. 2014) on discriminator logits."""
 
     name = "gan"
-    requires = (AdversarialModel,)
+    requires = (DiscriminatorLogits,)
 
     def discriminator_loss(self, model: Model, real: Tensor, fake: Tensor) -> Loss:
         """-log D(real) - log(1 - D(fake)); real and fake pass separately, so BatchNorm sees pure batches."""
-        real_logits = model.netd(real)
-        fake_logits = model.netd(fake)
+        real_logits = model.discriminator_logits(real)
+        fake_logits = model.discriminator_logits(fake)
         loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                 + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
         return Loss(loss, {"d_loss": loss.detach(),
@@ -40,7 +37,7 @@ class GANObjective(AdversarialObjective):
 
     def generator_loss(self, model: Model, fake: Tensor) -> Loss:
         """-log D(G(z)) rather than log(1 - D(G(z))): strong gradients while D still wins easily."""
-        logits = model.netd(fake)
+        logits = model.discriminator_logits(fake)
         loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         return Loss(loss, {"g_loss": loss.detach()})
 
@@ -69,7 +66,7 @@ class AdversarialTrainer(Trainer):
 
     def __init__(self, model: Model, objective: AdversarialObjective, config: Config, lr: float):
         super().__init__(model, objective, config, lr)
-        if not isinstance(model, AdversarialModel):
+        if not all(isinstance(getattr(model, net, None), nn.Module) for net in ("netg", "netd")):
             raise GentoolError(f"trainer 'adversarial' does not work with model '{model.name}': "
                                "it needs a model with a generator 'netg' and a discriminator 'netd'.")
         betas = (self.config.beta1, self.config.beta2)

@@ -79,7 +79,6 @@ def build_discriminator(layers: list[Layer], ndf: int, nc: int) -> nn.Sequential
             if i > 0:
                 modules.append(nn.BatchNorm2d(channels[i + 1]))
             modules.append(nn.LeakyReLU(0.2, inplace=True))
-    modules.append(nn.Flatten(0))  # N x 1 x 1 x 1 -> N logits
     return nn.Sequential(*modules)
 
 
@@ -138,7 +137,11 @@ class DCGAN(Model):
     def generate(self, z: Tensor) -> Tensor:
         return from_signed(self.netg(z))
 
+    def discriminator_logits(self, x: Tensor) -> Tensor:
+        """One logit per image in [-1, 1]: what the GAN objective trains."""
+        return self.netd(x).view(-1)  # N x 1 x 1 x 1 -> N
+
     def discriminator_score(self, images: Tensor) -> Tensor:
-        """The discriminator's logit per image in [0, 1]: monotone in D's probability but
-        without the ties a saturated sigmoid would give the best images."""
-        return self.netd(images * 2.0 - 1.0)
+        """The logit for images in [0, 1]: ranked like D's probability, without the ties
+        a saturated sigmoid gives the best images."""
+        return self.discriminator_logits(images * 2.0 - 1.0)

@@ -66,16 +66,17 @@ def feature_space(choice: Features, data: ImageData, device: torch.device, metri
 
 
 class ClassifierNet(nn.Module):
-    """Two convolutions and a 128-unit layer whose activations are the features; a linear head
-    on top is only there to train them. Adaptive pooling makes any image size >= 4 pixels fit."""
+    """Two strided convolutions and a 128-unit layer whose activations are the features; the
+    linear head on top is only there to train them. Small enough to train on a CPU."""
 
-    def __init__(self, channels: int, classes: int):
+    def __init__(self, shape: tuple[int, int, int], classes: int):
         super().__init__()
+        channels, height, width = shape
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # N x 32 x H/2 x W/2
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # N x 64 x H/4 x W/4
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),  # N x 1024
-            nn.Linear(64 * 4 * 4, 128), nn.ReLU(),  # N x 128
+            nn.Conv2d(channels, 16, 4, 2, 1), nn.ReLU(),  # N x 16 x H/2 x W/2
+            nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(),  # N x 32 x H/4 x W/4
+            nn.Flatten(),  # N x 32*H/4*W/4
+            nn.Linear(32 * (height // 4) * (width // 4), 128), nn.ReLU(),  # N x 128
         )
         self.head = nn.Linear(128, classes)
 
@@ -96,7 +97,7 @@ def train_classifier(images: Tensor, labels: Tensor, device: torch.device, epoch
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        net = ClassifierNet(images.shape[1], int(labels.max()) + 1).to(device)
+        net = ClassifierNet(images.shape[1:], int(labels.max()) + 1).to(device)
     images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     shuffle = torch.Generator().manual_seed(0)
@@ -134,7 +135,7 @@ def classifier_features(data: ImageData, device: torch.device, metric: str) -> F
     path = features_cache() / f"{digest}.safetensors"
     if path.is_file():
         state = safetensors.torch.load_file(path, device=str(device))
-        net = ClassifierNet(state["features.0.weight"].shape[1], state["head.weight"].shape[0]).to(device)
+        net = ClassifierNet(data.train.shape[1:], state["head.weight"].shape[0]).to(device)
         net.load_state_dict(state)
     else:
         net = train_classifier(data.train, data.train_labels, device)

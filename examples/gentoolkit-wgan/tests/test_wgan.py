@@ -167,8 +167,9 @@ def test_fit_learns_to_score_real_above_fake_and_samples_rank(gentool_plugins, t
 
 def test_resume_continues_exactly(gentool_plugins, tmp_path):
     gentool_plugins(gentoolkit_wgan)
-    straight = gt.fit("wgan-gp", "shapes", run_dir=tmp_path / "a", max_steps=6, batch_size=16, overrides=TINY)
-    gt.fit("wgan-gp", "shapes", run_dir=tmp_path / "b", max_steps=4, batch_size=16, overrides=TINY)
-    resumed = gt.resume(tmp_path / "b", max_steps=6)  # mid-epoch, between two generator updates
+    fit = dict(batch_size=16, overrides=[*TINY, "data.train_size=64"])  # 4 critic updates per epoch
+    straight = gt.fit("wgan-gp", "shapes", run_dir=tmp_path / "a", epochs=2, **fit)
+    gt.fit("wgan-gp", "shapes", run_dir=tmp_path / "b", epochs=1, **fit)
+    resumed = gt.resume(tmp_path / "b", epochs=2)  # its first update is the 5th: the generator's turn
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

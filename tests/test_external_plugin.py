@@ -1,0 +1,165 @@
+"""Third-party plugins found the way users install them: a dist-info with an entry point, seen by a new process.
+
+Each test puts distributions in a folder of its own and runs ``python -m
+gentoolkit`` with that folder on PYTHONPATH, so ``importlib.metadata`` finds
+them exactly as it finds a package pip put in site-packages, and the test
+environment itself is never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gentoolkit-wgan"
+SWITCHES = ("GENTOOL_PLUGINS", "GENTOOL_DISABLE_PLUGINS", "GENTOOL_TRACE", "GENTOOL_DEBUG", "COLUMNS")
+
+
+def gentool(*args: object, site: Path, ok: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """Run ``gentool ARGS`` in a new process that also sees the distributions in ``site``."""
+    environ = {k: v for k, v in os.environ.items() if k not in SWITCHES}  # the caller's switches must not leak in
+    environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    result = subprocess.run([sys.executable, "-m", "gentoolkit", *map(str, args)], env={**environ, **env},
+                            cwd=site.parent, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def warnings_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("warning:")]
+
+
+def table_row(table: str, name: str) -> list[str]:
+    """The cells of the first line of the row whose first cell is ``name``, in a table Rich printed."""
+    for line in table.splitlines():
+        cells = [c.strip() for c in re.split(r"[│|]", line)[1:-1]]
+        if cells and cells[0] == name:
+            return cells
+    raise AssertionError(f"no row '{name}' in:\n{table}")
+
+
+def fake_distribution(site: Path, name: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+    """A distribution as pip leaves it in site-packages: its modules and a dist-info naming its entry points."""
+    dist_info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[gentoolkit]\n" + "".join(f"{ep} = {module}\n" for ep, module in entry_points.items()))
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(source)
+
+
+def plugin_source(kind: str, base: str, name: str, doc: str) -> str:
+    """A plugin module registering one ``base`` subclass called ``name`` (never built, only listed)."""
+    return (f"from gentoolkit import {base}, hookimpl\n\n\n"
+            f"class Component({base}):\n    \"\"\"{doc}\"\"\"\n\n    name = \"{name}\"\n\n\n"
+            f"@hookimpl\ndef register_{kind}s(register):\n    register(Component)\n")
+
+
+# ---------------------------------------------------- a real package, pip-installed
+
+
+@pytest.fixture(scope="module")
+def wgan_site(tmp_path_factory) -> Path:
+    """examples/gentoolkit-wgan installed by pip (offline, no dependencies) into a folder of its own."""
+    tmp = tmp_path_factory.mktemp("wgan")
+    # pip builds in the source folder; building a copy keeps build/ and *.egg-info out of the repository.
+    source = shutil.copytree(EXAMPLE, tmp / "source", ignore=shutil.ignore_patterns("build", "*.egg-info",
+                                                                                     "__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                             "--no-index", "--quiet", "--target", str(tmp / "site"), str(source)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return tmp / "site"
+
+
+def test_list_models_shows_the_installed_model_and_its_plugin(wgan_site):
+    result = gentool("list-models", site=wgan_site)
+    assert table_row(result.stdout, "wgan-gp")[2:4] == ["gan", "wgan"]  # family, plugin
+    assert not warnings_in(result.stderr)
+
+
+def test_plugins_json_shows_the_distribution_and_what_it_registers(wgan_site):
+    rows = {row["name"]: row for row in json.loads(gentool("plugins", "--json", site=wgan_site).stdout)}
+    assert rows["wgan"] == {
+        "name": "wgan", "distribution": "gentoolkit-wgan", "version": "0.1.0", "module": "gentoolkit_wgan",
+        "builtin": False, "hooks": ["register_models", "register_objectives", "register_trainers"],
+        "registers": {"model": ["wgan-gp"], "objective": ["wasserstein-gp"], "trainer": ["wgan-gp"]},
+        "error": None,
+    }
+
+
+@pytest.mark.slow
+def test_fit_and_sample_the_installed_model(wgan_site, tmp_path):
+    run = tmp_path / "run"
+    small = ["--set", "ngf=16", "--set", "ndf=16", "--set", "data.train_size=640", "--set", "data.test_size=64"]
+    gentool("fit", "wgan-gp", "--dataset", "shapes", "--max-steps", 20, "--batch-size", 32, "--run-dir", run,
+            "--quiet", *small, site=wgan_site)
+    config = json.loads((run / "config.json").read_text())
+    assert {k: config["model"][k] for k in ("name", "plugin", "distribution", "version")} == {
+        "name": "wgan-gp", "plugin": "wgan", "distribution": "gentoolkit-wgan", "version": "0.1.0"}
+    assert (config["objective"]["name"], config["trainer"]["name"]) == ("wasserstein-gp", "wgan-gp")
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 20
+
+    gentool("sample", "wgan-gp", "--run", run, "-n", 16, "--out", tmp_path / "x.png", site=wgan_site)
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gentool("sample", "wgan-gp", "--run", run, "-n", 16, "--out", tmp_path / "best.png",
+            "--sampler", "ranking", "--candidates", 64, site=wgan_site)
+    scores = json.loads((tmp_path / "best.scores.json").read_text())["scores"]
+    assert len(scores) == 16 and scores == sorted(scores, reverse=True)
+
+
+# ------------------------------------------------------ broken and clashing plugins
+
+
+def test_a_plugin_that_fails_to_import_is_one_warning(tmp_path):
+    site = tmp_path / "site"
+    fake_distribution(site, "gentoolkit-broken", {"broken": "gentoolkit_broken"},
+                      {"gentoolkit_broken": "import gentoolkit_missing_dependency\n"})
+    fake_distribution(site, "gentoolkit-fine", {"fine": "gentoolkit_fine"},
+                      {"gentoolkit_fine": plugin_source("model", "Model", "fine-model", "Still loads.")})
+
+    result = gentool("list-models", site=site)
+    assert result.stderr.strip().splitlines() == warnings_in(result.stderr)  # no traceback, nothing else
+    (warning,) = warnings_in(result.stderr)
+    assert "'broken' from gentoolkit-broken" in warning
+    assert "ModuleNotFoundError: No module named 'gentoolkit_missing_dependency'" in warning
+    assert table_row(result.stdout, "fine-model")[3] == "fine"
+
+    rows = {row["name"]: row for row in json.loads(gentool("plugins", "--json", site=site).stdout)}
+    assert rows["broken"]["distribution"] == "gentoolkit-broken" and rows["broken"]["registers"] == {}
+    assert rows["broken"]["error"] == "ModuleNotFoundError: No module named 'gentoolkit_missing_dependency'"
+    assert rows["fine"]["error"] is None
+
+    disabled = gentool("list-models", site=site, GENTOOL_DISABLE_PLUGINS="broken")
+    assert disabled.stderr == ""
+    assert table_row(disabled.stdout, "fine-model")[3] == "fine"
+
+
+def test_name_clashes_warn_naming_both_distributions_and_the_first_wins(tmp_path):
+    site = tmp_path / "site"
+    # Entry-point names sort the other way round from the distributions, so only the
+    # documented order (built-ins, then by distribution name) picks twin-a.
+    fake_distribution(site, "gentoolkit-twin-b", {"aa": "gentoolkit_twin_b"},
+                      {"gentoolkit_twin_b": plugin_source("model", "Model", "twin", "The twin from b.")})
+    fake_distribution(site, "gentoolkit-twin-a", {"zz": "gentoolkit_twin_a"},
+                      {"gentoolkit_twin_a": plugin_source("model", "Model", "twin", "The twin from a.")})
+    # A distribution named before 'gentoolkit' still loses to the core's own 'prior' sampler.
+    fake_distribution(site, "aardvark-samplers", {"aardvark": "aardvark_samplers"},
+                      {"aardvark_samplers": plugin_source("sampler", "Sampler", "prior", "Not the prior.")})
+
+    result = gentool("list-models", site=site)
+    twin, prior = sorted(warnings_in(result.stderr), key=lambda line: "twin" not in line)
+    assert "model 'twin' is registered by both gentoolkit-twin-a (plugin 'zz') and gentoolkit-twin-b" in twin
+    assert "using the one from gentoolkit-twin-a" in twin
+    assert "sampler 'prior' is registered by both gentoolkit (plugin 'gentoolkit') and aardvark-samplers" in prior
+    assert "using the one from gentoolkit." in prior
+    assert table_row(result.stdout, "twin")[3:] == ["zz", "The twin from a."]
