@@ -106,9 +106,21 @@ class Run:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
-                 batch_size: int = 500, seed: int = 0) -> dict[str, float]:
-        """Compute the named metrics on a split of the run's data set."""
+                 batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = ()) -> dict[str, Any]:
+        """Compute the named metrics on a split of the run's data set.
+
+        ``overrides`` are ``"metric.key=value"`` strings setting a metric's options.
+        """
         classes = [self.toolkit.metrics.get(name) for name in metrics]  # unknown names fail first
+        sets: dict[str, list[tuple[str, str]]] = {cls.name: [] for cls in classes}
+        for assignment in overrides:
+            key, value = split_assignment(assignment)
+            target, _, option = key.partition(".")
+            if target not in sets or not option:
+                raise GentoolError(f"--set {assignment}: expected METRIC.KEY=VALUE for one of the metrics "
+                                   f"asked for ({', '.join(sets)}).")
+            sets[target].append((option, value))
+        configs = [apply_overrides(cls.Config(), sets[cls.name], f"metric '{cls.name}'") for cls in classes]
         for cls in classes:
             require_fit("metric", cls, self.model)
         if k is not None and k <= 0:
@@ -121,10 +133,11 @@ class Run:
             raise GentoolError(f"--split {split}: use train or test.")
         if images is None:
             raise GentoolError(f"data set '{self.config['dataset']['name']}' has no {split} split.")
-        results: dict[str, float] = {}
-        for cls in classes:
+        results: dict[str, Any] = {}
+        for cls, config in zip(classes, configs, strict=True):
+            torch.manual_seed(seed)
             generator = torch.Generator(device=self.device).manual_seed(seed)
-            results.update(cls().compute(self.model, images.to(self.device), k=k, batch_size=batch_size,
+            results.update(cls(config).compute(self.model, images.to(self.device), k=k, batch_size=batch_size,
                                          generator=generator, data=data))
         return results
 

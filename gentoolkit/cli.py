@@ -27,6 +27,7 @@ from gentoolkit.images import check_output_path, save_samples
 from gentoolkit.plots import plot_metrics
 from gentoolkit.registry import get_toolkit
 
+
 def stdout_console() -> Console:
     """A console on stdout, made per use so it follows the current terminal (and test runner)."""
     return Console()
@@ -42,7 +43,7 @@ def _debug() -> bool:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    stderr_console().print(f"[yellow]warning:[/] {message}", highlight=False)
+    stderr_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)  # one line
 
 
 class GentoolGroup(click.Group):
@@ -264,14 +265,16 @@ def _run_for(model: str | None, run_dir: Path | None, device: str, best: bool) -
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random draw.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
+@click.option("--set", "overrides", multiple=True, metavar="METRIC.KEY=VALUE",
+              help="Set a metric option, e.g. --set fid.features=classifier.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else on stdout.")
-def evaluate(model, run_dir, metrics, k, split, batch_size, seed, device, best, as_json) -> None:
+def evaluate(model, run_dir, metrics, k, split, batch_size, seed, device, best, overrides, as_json) -> None:
     """Measure a trained MODEL: ELBO, NLL, reconstruction error, FID, ..."""
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     run = _run_for(model, run_dir, device, best)
-    results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed)
+    results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed, overrides=overrides)
     settings = {"run": str(run.path), "model": run.config["model"]["name"], "metrics": names,
-                "k": k, "split": split, "seed": seed, "weights": run.weights}
+                "k": k, "split": split, "seed": seed, "weights": run.weights, "set": list(overrides)}
     if as_json:
         click.echo(json.dumps({**results, "settings": settings}))
         return

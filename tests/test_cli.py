@@ -139,3 +139,11 @@ def test_evaluate_json_and_show(gentool, tmp_path):
     shown = gentool("show", "r", "--plot", "curve.png").output
     assert "test_loss" in shown and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     one_line_error(gentool("evaluate", "--run", "r", "--metric", "nope", ok=False), "unknown metric 'nope'")
+
+
+def test_evaluate_set_reaches_the_metric(gentool):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "r")
+    one_line_error(gentool("evaluate", "--run", "r", "--metric", "pixel-nll", "--set", "pixel-nll.x=1", ok=False),
+                   "metric 'pixel-nll' has no options")
+    one_line_error(gentool("evaluate", "--run", "r", "--metric", "pixel-nll", "--set", "fid.x=1", ok=False),
+                   "expected METRIC.KEY=VALUE")

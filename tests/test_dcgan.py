@@ -114,7 +114,7 @@ def test_weights_start_as_in_the_paper():
 
 def test_images_are_signed_inside_and_scored_as_images():
     model = small().eval()
-    batch = torch.tensor([0, 255], dtype=torch.uint8).repeat_interleave(392).view(1, 1, 28, 28).repeat(3, 1, 1, 1)
+    batch = (torch.arange(3 * 28 * 28) % 256).to(torch.uint8).view(3, 1, 28, 28)
     x = model.prepare(batch)
     assert x.min() == -1 and x.max() == 1
     assert isinstance(model, DiscriminatorScored) and RankingSampler.fits(model)
@@ -177,9 +177,10 @@ def make_trainer(model: DCGAN, **config) -> AdversarialTrainer:
 
 
 def count_steps(optimizer: torch.optim.Optimizer) -> list[int]:
-    counter = [0]
-    optimizer.register_step_post_hook(lambda *args: counter.__setitem__(0, counter[0] + 1))
-    return counter
+    """A list that grows by one item per optimiser step."""
+    steps: list[int] = []
+    optimizer.register_step_post_hook(lambda *args: steps.append(1))
+    return steps
 
 
 def real_batch(n: int = 8) -> torch.Tensor:
@@ -195,7 +196,7 @@ def test_train_steps_honour_d_every_and_g_every():
         metrics = trainer.train_step(model.prepare(real_batch()))
         assert all(v.dim() == 0 and not v.requires_grad and torch.isfinite(v) for v in metrics.values())
         keys.append(set(metrics))
-    assert (d_steps[0], g_steps[0]) == (3, 2)
+    assert (len(d_steps), len(g_steps)) == (3, 2)
     assert keys[0] == {"d_loss", "d_real", "d_fake", "g_loss"}
     assert keys[1] == set() and keys[2] == {"d_loss", "d_real", "d_fake"} and keys[3] == {"g_loss"}
     assert all(p.requires_grad for p in model.parameters())
@@ -209,7 +210,7 @@ def parameters(module: nn.Module) -> dict[str, torch.Tensor]:
 def test_each_step_updates_only_its_own_network(d_every, g_every, moved):
     model = small(width=4).train()
     trainer = make_trainer(model, d_every=d_every, g_every=g_every)
-    trainer.batch = 1  # the batch where only the network with every=1 is due
+    trainer.batches = 1  # the batch where only the network with every=1 is due
     before = {name: parameters(getattr(model, name)) for name in ("netg", "netd")}
     trainer.train_step(model.prepare(real_batch()))
     for name, weights in before.items():
@@ -230,7 +231,7 @@ def test_state_dict_round_trips_through_a_checkpoint():
     copied.load_state_dict(model.state_dict())
     resumed = make_trainer(copied, d_every=1, g_every=2, lr_d=1e-4)
     resumed.load_state_dict(state)
-    assert resumed.batch == 3
+    assert resumed.batches == 3
 
     results = []
     for m, t in [(model, trainer), (copied, resumed)]:

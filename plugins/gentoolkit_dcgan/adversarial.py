@@ -73,17 +73,17 @@ class AdversarialTrainer(Trainer):
         lr_d = lr if self.config.lr_d is None else self.config.lr_d
         self.optimizer_g = torch.optim.Adam(model.netg.parameters(), lr=lr, betas=betas)
         self.optimizer_d = torch.optim.Adam(model.netd.parameters(), lr=lr_d, betas=betas)
-        self.batch = 0  # batches seen, for d_every and g_every; saved so a resume keeps the rhythm
+        self.batches = 0  # batches seen, for d_every and g_every; saved so a resume keeps the rhythm
 
     def train_step(self, x: Tensor) -> dict[str, Tensor]:
         model, metrics = self.model, {}
-        if self.batch % self.config.d_every == 0:
+        if self.batches % self.config.d_every == 0:
             with torch.no_grad():  # the discriminator step must not reach the generator
                 fake = model.netg(model.sample_latent(len(x)))
             loss = self.objective.discriminator_loss(model, x, fake)
             self.optimize(self.optimizer_d, loss.value)
             metrics.update(loss.metrics)
-        if self.batch % self.config.g_every == 0:
+        if self.batches % self.config.g_every == 0:
             model.netd.requires_grad_(False)  # gradients flow through netd to netg, not into its weights
             try:
                 fake = model.netg(model.sample_latent(len(x)))
@@ -92,14 +92,14 @@ class AdversarialTrainer(Trainer):
             finally:
                 model.netd.requires_grad_(True)
             metrics.update(loss.metrics)
-        self.batch += 1
+        self.batches += 1
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
-                "batch": self.batch}
+                "batches": self.batches}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
-        self.batch = state["batch"]
+        self.batches = state["batches"]

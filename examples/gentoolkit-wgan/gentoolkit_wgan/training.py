@@ -73,7 +73,7 @@ class WGANGPTrainer(Trainer):
     @dataclass
     class Config:
         n_critic: int = 5  # critic updates per generator update; each one sees a new batch of real images
-        beta1: float = 0.0  # Adam's first-moment decay; momentum hurts when the critic's target moves
+        beta1: float = 0.0  # Adam's first-moment decay; 0 as in the paper, since momentum destabilises WGANs
         beta2: float = 0.9  # Adam's second-moment decay
 
         def __post_init__(self) -> None:

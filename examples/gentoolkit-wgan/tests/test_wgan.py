@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import types
 
+import gentoolkit_wgan
 import pytest
 import torch
+from gentoolkit_wgan import WGANGP, WassersteinGP, WGANGPTrainer, gradient_penalty
 from torch import nn
 
-import gentoolkit_wgan
-from gentoolkit import DiscriminatorScored, GentoolError, ImageSpec, apply_overrides
-from gentoolkit_wgan import WGANGP, WassersteinGP, WGANGPTrainer, gradient_penalty
-
 import gentoolkit.api as gt
+from gentoolkit import DiscriminatorScored, GentoolError, ImageSpec, apply_overrides
 
 
 def small(channels: int = 1, size: int = 28) -> WGANGP:

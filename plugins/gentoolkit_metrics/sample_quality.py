@@ -1,0 +1,98 @@
+"""Sample-quality metrics for any model: fid, kid and precision-recall.
+
+Each embeds the evaluated real images and ``k`` generated ones in one feature
+space (see :mod:`gentoolkit_metrics.features`) and compares the two sets there;
+only the comparison differs.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from gentoolkit import GentoolError, ImageData, Metric, Model, eval_mode
+from gentoolkit_metrics.checks import sample_count
+from gentoolkit_metrics.distances import frechet_distance, kernel_distance, precision_recall
+from gentoolkit_metrics.features import Features, FeatureSpace, feature_space
+
+DEFAULT_IMAGES = 10_000  # generated images when k is not given (fewer if the split is smaller)
+
+
+def generated_features(model: Model, space: FeatureSpace, n: int, batch_size: int,
+                       generator: torch.Generator) -> Tensor:
+    """Features of ``n`` images from the model's prior, each rounded to 8 bits as the real
+    images are (and as saving them would)."""
+    chunks = []
+    with eval_mode(model):
+        for start in range(0, n, batch_size):
+            images = model.generate(model.sample_latent(min(batch_size, n - start), generator))
+            chunks.append(space.embed(images.mul(255).round().clamp(0, 255).to(torch.uint8), batch_size))
+    return torch.cat(chunks)
+
+
+class SampleQuality(Metric):
+    """What fid, kid and precision-recall share: the features, k and the reported extras."""
+
+    key: ClassVar[str]  # prefix of the extra keys: <key>_k (images generated) and <key>_features
+    min_images: ClassVar[int] = 2  # the comparison needs at least this many real and generated images
+
+    @dataclass
+    class Config:
+        # auto: Inception-v3 when torch-fidelity and its weights are installed, else classifier;
+        # classifier: a small CNN trained on the data set's labelled training split (cached);
+        # inception: fail unless Inception-v3 is available
+        features: Features = "auto"
+
+    def compute(self, model: Model, images: Tensor, *, k: int | None, batch_size: int,
+                generator: torch.Generator, data: ImageData) -> dict[str, Any]:
+        n = sample_count(self.name, k, min(DEFAULT_IMAGES, len(images)))
+        if min(n, len(images)) < self.min_images:
+            raise GentoolError(f"{self.name} needs at least {self.min_images} real and {self.min_images} generated "
+                               f"images; got {len(images)} real and k={n}.")
+        space = feature_space(self.config.features, data, images.device, self.name)
+        real = space.embed(images, batch_size)
+        fake = generated_features(model, space, n, batch_size, generator)
+        return {**self.compare(real, fake, generator), f"{self.key}_k": n, f"{self.key}_features": space.name}
+
+    @abstractmethod
+    def compare(self, real: Tensor, fake: Tensor, generator: torch.Generator) -> dict[str, float]:
+        """The metric's values from real and generated features (float64, N x F and k x F)."""
+
+
+class FID(SampleQuality):
+    """Frechet distance between real and generated images in a feature space (lower is better)."""
+
+    name = "fid"
+    key = "fid"
+
+    def compare(self, real: Tensor, fake: Tensor, generator: torch.Generator) -> dict[str, float]:
+        return {"fid": frechet_distance(real, fake)}
+
+
+class KID(SampleQuality):
+    """Kernel distance (unbiased MMD^2, cubic kernel) between real and generated features (lower is better)."""
+
+    name = "kid"
+    key = "kid"
+
+    def compare(self, real: Tensor, fake: Tensor, generator: torch.Generator) -> dict[str, float]:
+        mean, std = kernel_distance(real, fake, generator)
+        return {"kid": mean, "kid_std": std}
+
+
+class PrecisionRecall(SampleQuality):
+    """Share of generated images that look real (precision) and of real ones the model covers (recall)."""
+
+    name = "precision-recall"
+    key = "precision_recall"
+    higher_is_better = True
+    neighbours: ClassVar[int] = 3  # the k of the k-NN radii, as in Kynkaanniemi et al. 2019
+    min_images = neighbours + 1
+
+    def compare(self, real: Tensor, fake: Tensor, generator: torch.Generator) -> dict[str, float]:
+        precision, recall = precision_recall(real, fake, self.neighbours)
+        return {"precision": precision, "recall": recall}
