@@ -106,10 +106,12 @@ class Run:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
-                 batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = ()) -> dict[str, Any]:
+                 batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = (),
+                 limit: int | None = None) -> dict[str, Any]:
         """Compute the named metrics on a split of the run's data set.
 
-        ``overrides`` are ``"metric.key=value"`` strings setting a metric's options.
+        ``overrides`` are ``"metric.key=value"`` strings setting a metric's options;
+        ``limit`` evaluates only the first that many images of the split.
         """
         classes = [self.toolkit.metrics.get(name) for name in metrics]  # unknown names fail first
         sets: dict[str, list[tuple[str, str]]] = {cls.name: [] for cls in classes}
@@ -133,6 +135,10 @@ class Run:
             raise GentoolError(f"--split {split}: use train or test.")
         if images is None:
             raise GentoolError(f"data set '{self.config['dataset']['name']}' has no {split} split.")
+        if limit is not None:
+            if limit <= 0:
+                raise GentoolError(f"--limit must be a positive integer, got {limit}.")
+            images = images[:limit]
         results: dict[str, Any] = {}
         for cls, config in zip(classes, configs, strict=True):
             torch.manual_seed(seed)

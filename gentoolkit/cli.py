@@ -262,19 +262,22 @@ def _run_for(model: str | None, run_dir: Path | None, device: str, best: bool) -
 @click.option("--k", type=int, help="Samples per metric: importance samples (nll), generated images (fid).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train"]))
 @click.option("--batch-size", type=int, default=500, show_default=True, help="Images per batch.")
+@click.option("--limit", type=int, help="Evaluate only the first N images of the split (quicker estimates).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random draw.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
 @click.option("--set", "overrides", multiple=True, metavar="METRIC.KEY=VALUE",
               help="Set a metric option, e.g. --set fid.features=classifier.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else on stdout.")
-def evaluate(model, run_dir, metrics, k, split, batch_size, seed, device, best, overrides, as_json) -> None:
+def evaluate(model, run_dir, metrics, k, split, batch_size, limit, seed, device, best, overrides, as_json) -> None:
     """Measure a trained MODEL: ELBO, NLL, reconstruction error, FID, ..."""
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     run = _run_for(model, run_dir, device, best)
-    results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed, overrides=overrides)
+    results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed, overrides=overrides,
+                           limit=limit)
     settings = {"run": str(run.path), "model": run.config["model"]["name"], "metrics": names,
-                "k": k, "split": split, "seed": seed, "weights": run.weights, "set": list(overrides)}
+                "k": k, "split": split, "limit": limit, "seed": seed, "weights": run.weights,
+                "set": list(overrides)}
     if as_json:
         click.echo(json.dumps({**results, "settings": settings}))
         return
