@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gentoolkit import DiscriminatorScored, GentoolError, Model, Sampler, Samples, hookimpl
+from gentoolkit import DiscriminatorScored, GentoolError, Model, Sampler, Samples, eval_mode, hookimpl
 
 
 class RankingSampler(Sampler):
@@ -38,23 +38,18 @@ class RankingSampler(Sampler):
             raise GentoolError(f"--candidates must be at least -n ({n}), got {candidates}: "
                                "the ranking sampler keeps the best n of its candidates.")
         images = scores = None
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, candidates, self.config.batch_size):
-                    count = min(self.config.batch_size, candidates - start)
-                    batch = model.generate(model.sample_latent(count, generator))
-                    batch_scores = model.discriminator_score(batch).float()
-                    if images is not None:
-                        batch = torch.cat([images, batch])
-                        batch_scores = torch.cat([scores, batch_scores])
-                    # A stable sort keeps earlier candidates first among equal scores, so the
-                    # result is the same as sorting all candidates at once.
-                    best = batch_scores.sort(descending=True, stable=True).indices[:n]
-                    images, scores = batch[best], batch_scores[best]
-        finally:
-            model.train(was_training)
+        with eval_mode(model):
+            for start in range(0, candidates, self.config.batch_size):
+                count = min(self.config.batch_size, candidates - start)
+                batch = model.generate(model.sample_latent(count, generator))
+                batch_scores = model.discriminator_score(batch).float()
+                if images is not None:
+                    batch = torch.cat([images, batch])
+                    batch_scores = torch.cat([scores, batch_scores])
+                # A stable sort keeps earlier candidates first among equal scores, so the
+                # result is the same as sorting all candidates at once.
+                best = batch_scores.sort(descending=True, stable=True).indices[:n]
+                images, scores = batch[best], batch_scores[best]
         return Samples(images=images, scores=scores)
 
 
