@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.optim.optimizer
 from torch import Tensor
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from gentoolkit.errors import GentoolError
 
@@ -112,7 +112,7 @@ def process_group(device: torch.device) -> Iterator[tuple[Group, torch.device]]:
     except (RuntimeError, ValueError) as exc:
         raise GentoolError(f"could not join the torchrun process group ({exc}); "
                            "start with torchrun --nproc-per-node N -m gentoolkit fit ...") from None
-    hook = torch.optim.optimizer.register_optimizer_step_pre_hook(_average_gradients)
+    hook = register_optimizer_step_pre_hook(_average_gradients)
     try:
         yield Group(dist.get_rank(), world_size, device), device
     finally:
