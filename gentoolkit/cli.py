@@ -35,7 +35,7 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     """A console on stderr, for messages that must not mix with output scripts read."""
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)  # messages stay one line, whatever the width
 
 
 def _debug() -> bool:
@@ -43,7 +43,7 @@ def _debug() -> bool:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    stderr_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)  # one line
+    stderr_console().print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
 class GentoolGroup(click.Group):
@@ -224,7 +224,11 @@ def sample(ctx, model, run_dir, n, sampler, seed, out, device, best) -> None:
     if n <= 0:
         raise GentoolError(f"-n must be a positive number of images, got {n}.")
     check_output_path(out)
-    extra = _sampler_options(ctx.args)
+    args = list(ctx.args)
+    if model is not None and model.startswith("-"):  # no MODEL given: Click took a sampler option for it
+        args.insert(0, model)
+        model = None
+    extra = _sampler_options(args)
     run = _run_for(model, run_dir, device, best)
     toolkit = get_toolkit()
     sampler_cls = toolkit.samplers.get(sampler or run.model.default_sampler)

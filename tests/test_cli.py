@@ -147,3 +147,56 @@ def test_evaluate_set_reaches_the_metric(gentool):
                    "metric 'pixel-nll' has no options")
     one_line_error(gentool("evaluate", "--run", "r", "--metric", "pixel-nll", "--set", "fid.x=1", ok=False),
                    "expected METRIC.KEY=VALUE")
+
+
+def make_folder(folder, corrupt=True):
+    """A tiny image folder: mixed sizes and modes, a text file and a corrupt JPEG."""
+    from PIL import Image
+
+    folder.mkdir()
+    for i, (mode, size) in enumerate([("RGB", (40, 30)), ("L", (32, 32)), ("RGBA", (20, 50)), ("P", (33, 33)),
+                                      ("CMYK", (36, 36)), ("RGB", (64, 48))] * 2):
+        Image.new(mode, size, color=i * 20 % 255 if mode in ("L", "P") else None).save(
+            folder / f"{i}.{'jpg' if mode in ('RGB', 'L', 'CMYK') else 'png'}")
+    (folder / "notes.txt").write_text("not an image")
+    if corrupt:
+        (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+
+
+def test_dcgan_trains_on_a_mixed_image_folder_and_ranks(gentool, tmp_path):
+    make_folder(tmp_path / "faces")
+    result = gentool("fit", "dcgan", "--dataset", "image-folder", "--data-dir", "faces", "--image-size", "32",
+                     "--max-steps", "3", "--batch-size", "4", "--quiet", "--run-dir", "gan",
+                     "--set", "ngf=8", "--set", "ndf=8", "--set", "nz=16")
+    assert [line for line in result.output.splitlines() if "skipped 2 files" in line]  # text + corrupt
+    gentool("sample", "--run", "gan", "-n", "4", "--sampler", "ranking", "--candidates", "16", "--out", "best.png")
+    scores = json.loads((tmp_path / "best.scores.json").read_text())["scores"]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("setup,args,fragment", [
+    (lambda p: (p / "empty").mkdir(), ["--dataset", "image-folder", "--data-dir", "empty"], "no images in"),
+    (lambda p: ((p / "texts").mkdir(), (p / "texts" / "a.txt").write_text("x")),
+     ["--dataset", "image-folder", "--data-dir", "texts"], "no images in"),
+    (lambda p: (p / "nodata").mkdir(), ["--dataset", "mnist", "--data-dir", "nodata", "--no-download"],
+     "drop --no-download"),
+])
+def test_bad_data_is_one_clear_line(gentool, tmp_path, setup, args, fragment):
+    setup(tmp_path)
+    one_line_error(gentool("fit", "vae", *args, ok=False), fragment)
+
+
+def test_ranking_a_vae_and_a_foreign_checkpoint_are_clear_errors(gentool, tmp_path):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "px")
+    gentool("fit", "vae", "--dataset", "shapes", "--max-steps", "2", "--quiet", "--run-dir", "vae",
+            "--set", "data.train_size=256", "--set", "data.test_size=64", "--set", "hidden=16", "--set", "latent_dim=2")
+    one_line_error(gentool("sample", "--run", "vae", "--sampler", "ranking", ok=False),
+                   "sampler 'ranking' does not work with model 'bernoulli-vae'")
+    (tmp_path / "vae" / "model.safetensors").write_bytes((tmp_path / "px" / "model.safetensors").read_bytes())
+    one_line_error(gentool("sample", "--run", "vae", ok=False), "does not match model 'bernoulli-vae'")
+
+
+def test_debug_shows_the_traceback(gentool, monkeypatch):
+    monkeypatch.setenv("GENTOOL_DEBUG", "1")
+    result = gentool("fit", "pixles", "--dataset", "stripes", ok=False)
+    assert result.exit_code == 1 and "Traceback" in result.output

@@ -277,3 +277,18 @@ def test_sigkill_at_any_moment_leaves_a_resumable_run(toy_installed, tmp_path):
         assert result.returncode == 0, result.stderr
         epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert epochs == list(range(1, state["epoch"] + 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_exits_128_plus_signal_and_says_how_to_resume(toy_installed, tmp_path, signum, code):
+    proc = subprocess.Popen([sys.executable, "-m", "gentoolkit", "fit", "pixels", "--dataset", "stripes",
+                             "--epochs", "100000", "--run-dir", str(tmp_path / "r"), "--quiet"],
+                            env=toy_installed, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "r" / checkpoint.TRAINER_STATE).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code
+    assert f"gentool fit --resume {tmp_path / 'r'}" in stderr and "Traceback" not in stderr
