@@ -13,8 +13,10 @@ from gentoolkit_datasets import folder as folder_module
 from gentoolkit_datasets.torchvision_sets import resize
 from PIL import Image
 
+import gentoolkit.api as gt
 from gentoolkit import DataOptions, GentoolError, ImageSpec, apply_overrides
 from gentoolkit.registry import get_toolkit
+from gentoolkit.testing import toolkit_with
 
 
 @pytest.fixture
@@ -184,10 +186,21 @@ def test_folder_errors_say_what_to_do(tmp_path):
         ImageFolder().load(DataOptions(root=tmp_path, data_dir=tmp_path / "empty"))
 
 
-def test_folder_too_large_for_memory_suggests_a_smaller_image_size(mixed_folder, monkeypatch):
+def test_folder_too_large_for_memory_is_streamed(mixed_folder, monkeypatch, tmp_path):
+    in_memory, _ = load_folder(mixed_folder, test_fraction=0.5)
     monkeypatch.setattr(folder_module, "MEMORY_SHARE", 1e-9)
-    with pytest.raises(GentoolError, match="smaller --image-size"):
-        load_folder(mixed_folder)
+    options = DataOptions(root=mixed_folder, data_dir=mixed_folder, image_size=16)
+    with pytest.warns(UserWarning, match="decoded from disk batch by batch"):
+        streamed = ImageFolder(ImageFolder.Config(test_fraction=0.5)).load(options)
+    assert isinstance(streamed.train, folder_module.StreamedImages)
+    assert streamed.train.shape == in_memory.train.shape and len(streamed.test) == len(in_memory.test)
+    index = torch.tensor([1, 0])
+    assert torch.equal(streamed.train[index], in_memory.train[index])  # same split, same pixels
+    # The training loop runs on it unchanged (the corrupt file was never picked: it is a clear error).
+    with toolkit_with():
+        run = gt.fit("dcgan", "image-folder", data_dir=mixed_folder, image_size=28, batch_size=2, max_steps=2,
+                     epochs=5, device="cpu", run_dir=tmp_path / "run", overrides=["nz=8", "ngf=4", "ndf=4"])
+    assert run.metrics[-1]["step"] == 2
 
 
 # ------------------------------------------------------------------ anime

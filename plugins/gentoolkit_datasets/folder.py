@@ -34,7 +34,7 @@ IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".we
 CACHE_PREFIX = ".gentool-cache-"
 CACHE_VERSION = 1  # part of every cache key: bump it when decoding changes, so old caches are not reused
 DECODE_CHUNK = 1024  # files handed to the thread pool at once; bounds the decoded images waiting in flight
-MEMORY_SHARE = 0.5  # refuse folders whose decoded tensor would take more than this share of the RAM
+MEMORY_SHARE = 0.5  # stream folders whose decoded tensor would take more than this share of the RAM
 
 FileEntry = tuple[str, int, int]  # (path relative to the folder, size in bytes, mtime in ns)
 
@@ -56,6 +56,15 @@ def decode_image(path: Path, size: int, mode: str) -> Tensor | None:
             return pil_to_tensor(ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # not an image, corrupt, truncated
         return None
+
+
+def opens(path: Path) -> bool:
+    """Whether PIL recognises ``path`` as an image from its header (without decoding it)."""
+    try:
+        with Image.open(path) as image:
+            return image.size[0] > 0
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
 
 
 def to_mode(image: Image.Image, pil_mode: str) -> Image.Image:
@@ -115,31 +124,76 @@ def scan(folder: Path) -> tuple[list[FileEntry], list[str]]:
     return sorted(images), sorted(others)
 
 
-def check_memory(count: int, channels: int, size: int) -> None:
-    """Raise GentoolError when the decoded folder would not fit comfortably in RAM."""
+def fits_in_memory(count: int, channels: int, size: int) -> bool:
+    """Whether the decoded folder fits comfortably in RAM (assumed so where RAM cannot be read)."""
     try:
         ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): decode and see
-        return
-    needed = count * channels * size * size
-    if needed > MEMORY_SHARE * ram:
-        raise GentoolError(
-            f"{count} images of {channels} x {size} x {size} need {needed / 2**30:.1f} GiB, more than "
-            f"{MEMORY_SHARE:.0%} of this machine's {ram / 2**30:.1f} GiB of RAM; use a smaller --image-size "
-            "or fewer images.")
+        return True
+    return count * channels * size * size <= MEMORY_SHARE * ram
 
 
-def load_folder(folder: Path, size: int, mode: str) -> Tensor:
+class StreamedImages:
+    """A folder too large to decode into memory, decoded batch by batch when indexed.
+
+    It behaves like the uint8 N x C x H x W tensor the training loop gathers
+    batches from (``len``, ``shape``, ``device``, ``to``, indexing by a tensor of
+    indices), so the loop runs unchanged; a thread pool decodes each batch.
+    """
+
+    def __init__(self, folder: Path, names: list[str], size: int, mode: str,
+                 device: torch.device | None = None, pool: ThreadPoolExecutor | None = None):
+        self.folder, self.names, self.size, self.mode = folder, names, size, mode
+        self.device = device or torch.device("cpu")
+        self.pool = pool or ThreadPoolExecutor()
+        self.shape = torch.Size([len(names), CHANNELS[mode], size, size])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to(self, device: torch.device | str) -> StreamedImages:
+        return StreamedImages(self.folder, self.names, self.size, self.mode, torch.device(device), self.pool)
+
+    def subset(self, index: Tensor | slice) -> StreamedImages:
+        """The images at ``index``, still on disk."""
+        names = self.names[index] if isinstance(index, slice) else [self.names[i] for i in index.tolist()]
+        return StreamedImages(self.folder, names, self.size, self.mode, self.device, self.pool)
+
+    def __getitem__(self, index: Tensor | slice) -> Tensor | StreamedImages:
+        """A decoded batch for a tensor of indices; a slice stays on disk."""
+        if isinstance(index, slice):
+            return self.subset(index)
+        paths = [self.folder / self.names[i] for i in index.tolist()]
+        images = list(self.pool.map(partial(decode_image, size=self.size, mode=self.mode), paths))
+        for path, image in zip(paths, images, strict=True):
+            if image is None:
+                raise GentoolError(f"{path} could not be decoded while streaming the folder; remove it or "
+                                   "replace it with a readable image.")
+        return torch.stack(images).to(self.device)
+
+
+def load_folder(folder: Path, size: int, mode: str) -> Tensor | StreamedImages:
     """Every readable image under ``folder`` as N x C x size x size uint8, from the cache when it is current.
 
-    Unreadable files are skipped with one warning that counts them.
+    Unreadable files are skipped with one warning that counts them. A folder too
+    large for memory is streamed from disk instead (slower: every epoch decodes again).
     """
     folder = folder.resolve()
     files, others = scan(folder)
     if not files:
         raise GentoolError(f"no images in {folder} or its subfolders; expected files ending in "
                            f"{', '.join(IMAGE_SUFFIXES)}.")
-    check_memory(len(files), CHANNELS[mode], size)
+    if not fits_in_memory(len(files), CHANNELS[mode], size):
+        warnings.warn(f"{len(files)} images of {size} x {size} would not fit in memory, so they are decoded "
+                      "from disk batch by batch, every epoch (slower); a smaller --image-size lets them be "
+                      "decoded once and cached.", stacklevel=3)
+        names = [name for name, _, _ in files]
+        with ThreadPoolExecutor() as pool:  # headers only: cheap, and catches most broken files up front
+            readable = list(pool.map(opens, [folder / name for name in names]))
+        skipped = others + [name for name, ok in zip(names, readable, strict=True) if not ok]
+        if skipped:
+            warnings.warn(f"skipped {len(skipped)} files that are not readable images in {folder}", stacklevel=3)
+        return StreamedImages(folder, [name for name, ok in zip(names, readable, strict=True) if ok], size, mode)
     path = cache_path(folder, files, size, mode)
     cached = read_cache(path)
     if cached is not None:
@@ -208,7 +262,7 @@ def write_cache(path: Path, images: Tensor, unreadable: list[str]) -> None:
 # ----------------------------------------------------------------- datasets
 
 
-def split(images: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tensor | None]:
+def split(images: Tensor | StreamedImages, test_fraction: float, seed: int) -> tuple[Tensor, Tensor | None]:
     """A seeded random train/test split; no test split when ``test_fraction`` is 0."""
     if test_fraction == 0:
         return images, None
@@ -217,6 +271,8 @@ def split(images: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tens
         raise GentoolError(f"data.test_fraction={test_fraction} of {len(images)} images leaves a split empty; "
                            "set it so both splits get at least one image, or to 0 for no test split.")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    if isinstance(images, StreamedImages):  # split the file list, decode nothing yet
+        return images.subset(order[n_test:]), images.subset(order[:n_test])
     return images[order[n_test:]], images[order[:n_test]]
 
 
