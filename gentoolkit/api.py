@@ -135,6 +135,9 @@ class Run:
             raise GentoolError(f"--split {split}: use train or test.")
         if images is None:
             raise GentoolError(f"data set '{self.config['dataset']['name']}' has no {split} split.")
+        if not isinstance(images, torch.Tensor):
+            raise GentoolError(f"the {split} split is streamed from disk (too large for memory); "
+                               "gentool evaluate needs it decoded in memory.")
         if limit is not None:
             if limit <= 0:
                 raise GentoolError(f"--limit must be a positive integer, got {limit}.")
