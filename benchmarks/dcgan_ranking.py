@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 
 import torch
-from gentoolkit_metrics.distances import frechet_distance, precision_recall
-from gentoolkit_metrics.features import classifier_features
 
 import gentoolkit
 import gentoolkit.api as gt
 from gentoolkit.images import save_grid
+from gentoolkit_metrics.distances import frechet_distance, precision_recall
+from gentoolkit_metrics.features import classifier_features
 
 
 def gentool(*args: str) -> None:

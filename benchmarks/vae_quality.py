@@ -24,11 +24,11 @@ import gentoolkit
 import gentoolkit.api as gt
 from gentoolkit.plots import plot_metrics
 
-RECIPES = {
-    "default (the article's: MLP 784-400-20, Adam 3e-4, batch 128, 20 epochs)": ["--epochs", "20"],
-    "conv, 32-d latent, cosine schedule, 20 epochs": [
+RECIPES = {  # run folder: (description, gentool fit flags)
+    "default": ("the article's: MLP 784-400-20, Adam 3e-4, batch 128, 20 epochs", ["--epochs", "20"]),
+    "conv": ("conv, 32-d latent, Adam 1e-3 with cosine schedule, 20 epochs", [
         "--epochs", "20", "--lr", "1e-3", "--lr-schedule", "cosine", "--set", "arch=conv",
-        "--set", "latent_dim=32", "--set", "channels=32,64"],
+        "--set", "latent_dim=32", "--set", "channels=32,64"]),
 }
 
 
@@ -45,13 +45,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5000, help="importance samples for the NLL")
     parser.add_argument("--limit", type=int, default=1000, help="test images for the NLL (all: 10000)")
     parser.add_argument("--plot", type=Path, default=Path("docs/images/vae-test-elbo.png"))
-    parser.add_argument("--only", help="run only the recipes whose name contains this")
+    parser.add_argument("--only", choices=list(RECIPES), help="run only this recipe")
     args = parser.parse_args()
     rows, curves = [], {}
-    for name, flags in RECIPES.items():
-        if args.only and args.only not in name:
+    for name, (description, flags) in RECIPES.items():
+        if args.only and args.only != name:
             continue
-        run_dir = args.runs_dir / name.split(" ")[0]
+        run_dir = args.runs_dir / name
         command = ["fit", "vae", "--dataset", "mnist", "--seed", "0", "--quiet", "--run-dir", str(run_dir), *flags]
         if not (run_dir / "model.safetensors").exists():
             start = time.perf_counter()
@@ -62,8 +62,8 @@ def main() -> None:
         elbo = json.loads(gentool("evaluate", "--run", str(run_dir), "--metric", "elbo", "--json"))
         nll = json.loads(gentool("evaluate", "--run", str(run_dir), "--metric", "nll", "--k", str(args.k),
                                  "--limit", str(args.limit), "--json"))
-        curves[name.split(" (")[0].split(",")[0]] = gt.load_run(run_dir).metrics
-        rows.append((name, "gentool " + " ".join(command), elbo["elbo"], nll["nll"], minutes))
+        curves[name] = gt.load_run(run_dir).metrics
+        rows.append((f"{name} ({description})", "gentool " + " ".join(command), elbo["elbo"], nll["nll"], minutes))
     print(f"# Bernoulli VAE, binarised MNIST; {platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, gentoolkit {gentoolkit.__version__}, seed 0")
     print(f"# test ELBO on all 10,000 test images; NLL with k={args.k} on the first {args.limit}")

@@ -286,11 +286,14 @@ class TrainingLoop:
             x = self.model.prepare(self.train_data[index])
             with self.autocast:
                 metrics = self.trainer.train_step(x)
-            loss = metrics.get("loss", torch.zeros(()))
+            # Every metric is checked: a GAN reports d_loss and g_loss, not "loss".
+            values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]) if metrics \
+                else torch.zeros(1)
             # Decided together, so every process stops at the same step.
-            signalled, diverged = self.group.any(bool(self.signals), not torch.isfinite(loss).item())
+            signalled, diverged = self.group.any(bool(self.signals), not torch.isfinite(values).all().item())
             if diverged and not self.trainer.skip_nonfinite:
-                raise StopTraining(f"the loss became {loss.item()} at step {self.state.step + 1} "
+                bad = ", ".join(f"{k}={v.item()}" for k, v in metrics.items() if not torch.isfinite(v).all())
+                raise StopTraining(f"training diverged: {bad} at step {self.state.step + 1} "
                                    f"(epoch {self.state.epoch + 1}); the last checkpoint is kept. Lower --lr, "
                                    "check the data, or pass --on-nan skip.")
             if not diverged:  # a skipped update contributes no metrics

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from gentoolkit_datasets import MNIST, AnimeFaces, FashionMNIST, ImageFolder, Shapes
-from gentoolkit_datasets import folder as folder_module
-from gentoolkit_datasets.torchvision_sets import resize
 from PIL import Image
 
 import gentoolkit.api as gt
 from gentoolkit import DataOptions, GentoolError, ImageSpec, apply_overrides
 from gentoolkit.registry import get_toolkit
 from gentoolkit.testing import toolkit_with
+from gentoolkit_datasets import MNIST, AnimeFaces, FashionMNIST, ImageFolder, Shapes
+from gentoolkit_datasets import folder as folder_module
+from gentoolkit_datasets.torchvision_sets import resize
 
 
 @pytest.fixture

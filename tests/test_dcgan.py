@@ -9,8 +9,6 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-from gentoolkit_dcgan import DCGAN, AdversarialTrainer, GANObjective
-from gentoolkit_ranking import RankingSampler
 from torch import nn
 
 import gentoolkit.api as gt
@@ -27,6 +25,8 @@ from gentoolkit import (
 from gentoolkit.checkpoint import flatten_state, unflatten_state
 from gentoolkit.registry import get_toolkit
 from gentoolkit.testing import toolkit_with
+from gentoolkit_dcgan import DCGAN, AdversarialTrainer, GANObjective
+from gentoolkit_ranking import RankingSampler
 
 
 def small(channels: int = 1, size: int = 28, nz: int = 100, width: int = 8) -> DCGAN:

@@ -9,10 +9,15 @@ import sys
 import time
 import types
 
-import gentoolkit_metrics
 import pytest
 import torch
 import toy_plugin
+from torch import Tensor, nn
+
+import gentoolkit.api as gt
+import gentoolkit_metrics
+from gentoolkit import Dataset, GentoolError, ImageData, ImageSpec, Model, binarize, hookimpl, to_unit
+from gentoolkit.testing import toolkit_with
 from gentoolkit_metrics import (
     ELBO,
     FID,
@@ -26,11 +31,6 @@ from gentoolkit_metrics import (
     likelihood,
     precision_recall,
 )
-from torch import Tensor, nn
-
-import gentoolkit.api as gt
-from gentoolkit import Dataset, GentoolError, ImageData, ImageSpec, Model, binarize, hookimpl, to_unit
-from gentoolkit.testing import toolkit_with
 
 F64 = torch.float64
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gentoolkit_ranking import RankingSampler
 from torch import Tensor, nn
 
 from gentoolkit import GentoolError, apply_overrides
 from gentoolkit.registry import get_toolkit
+from gentoolkit_ranking import RankingSampler
 
 
 class Brightness(nn.Module):

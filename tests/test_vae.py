@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import math
 
-import gentoolkit_vae
 import pytest
 import torch
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+import gentoolkit_vae
+from gentoolkit import GentoolError, ImageSpec, VariationalModel, to_unit
+from gentoolkit.config import apply_overrides, from_dict, to_dict
+from gentoolkit.testing import toolkit_with
 from gentoolkit_vae import (
     ELBO,
     BernoulliVAE,
@@ -17,11 +22,6 @@ from gentoolkit_vae import (
     gaussian_kl,
     importance_weighted_bound,
 )
-from torch.distributions import Bernoulli, Normal, kl_divergence
-
-from gentoolkit import GentoolError, ImageSpec, VariationalModel, to_unit
-from gentoolkit.config import apply_overrides, from_dict, to_dict
-from gentoolkit.testing import toolkit_with
 
 TINY = ImageSpec(1, 4, 4, binary=True)
 

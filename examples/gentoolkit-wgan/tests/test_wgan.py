@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import types
 
-import gentoolkit_wgan
 import pytest
 import torch
-from gentoolkit_wgan import WGANGP, WassersteinGP, WGANGPTrainer, gradient_penalty
 from torch import nn
 
 import gentoolkit.api as gt
+import gentoolkit_wgan
 from gentoolkit import DiscriminatorScored, GentoolError, ImageSpec, apply_overrides
+from gentoolkit_wgan import WGANGP, WassersteinGP, WGANGPTrainer, gradient_penalty
 
 
 def small(channels: int = 1, size: int = 28) -> WGANGP:
