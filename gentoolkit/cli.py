@@ -21,7 +21,6 @@ from rich.console import Console
 from rich.table import Table
 
 from gentoolkit import __version__, api
-from gentoolkit.config import apply_overrides
 from gentoolkit.errors import GentoolError, unknown
 from gentoolkit.images import check_output_path, save_samples
 from gentoolkit.plots import plot_metrics
@@ -230,15 +229,12 @@ def sample(ctx, model, run_dir, n, sampler, seed, out, device, best) -> None:
         model = None
     extra = _sampler_options(args)
     run = _run_for(model, run_dir, device, best)
-    toolkit = get_toolkit()
-    sampler_cls = toolkit.samplers.get(sampler or run.model.default_sampler)
+    sampler_cls = get_toolkit().samplers.get(sampler or run.model.default_sampler)
     fields = sampler_cls.Config.__dataclass_fields__
-    for name in extra:
+    for name in extra:  # named as typed on the command line; Run.sample parses the values
         if name not in fields:
-            err = unknown(f"option for sampler '{sampler_cls.name}'", f"--{name.replace('_', '-')}",
+            raise unknown(f"option for sampler '{sampler_cls.name}'", f"--{name.replace('_', '-')}",
                           [f"--{f.replace('_', '-')}" for f in fields])
-            raise err
-    apply_overrides(sampler_cls.Config(), extra.items(), f"sampler '{sampler_cls.name}'")
     samples = run.sample(n, sampler=sampler_cls.name, seed=seed, options=extra)
     written = save_samples(samples, out)
     stderr_console().print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
