@@ -105,8 +105,8 @@ class Registry:
         if not isinstance(getattr(cls, "name", None), str) or not cls.name:
             raise TypeError(f"{cls.__qualname__} has no 'name' class attribute")
 
-    def add(self, entry: Entry) -> None:
-        """Add an entry; on a name clash the entry already here wins, with a warning."""
+    def add(self, entry: Entry) -> bool:
+        """Add an entry; on a name clash the entry already here wins, with a warning, and this returns False."""
         for name in (entry.name, *entry.aliases):
             if name in self:
                 first = self.entry(name)
@@ -115,10 +115,11 @@ class Registry:
                     f"(plugin '{first.plugin}') and {entry.distribution} (plugin '{entry.plugin}'); "
                     f"using the one from {first.distribution}. Disable one with "
                     f"GENTOOL_DISABLE_PLUGINS={entry.plugin}.", PluginWarning, stacklevel=2)
-                return
+                return False
         self._entries[entry.name] = entry
         for alias in entry.aliases:
             self._aliases[alias] = entry.name
+        return True
 
 
 KINDS: dict[str, tuple[type, ...]] = {
@@ -187,8 +188,8 @@ class Toolkit:
                 self._fail(info, exc)
                 return
             for entry in staged:
-                registry.add(entry)
-                info.registered.setdefault(kind, []).append(entry.name)
+                if registry.add(entry):  # the loser of a name clash registers nothing
+                    info.registered.setdefault(kind, []).append(entry.name)
 
     def _fail(self, info: PluginInfo, exc: Exception) -> None:
         info.error = f"{type(exc).__name__}: {exc}"

@@ -28,6 +28,8 @@ def toolkit_with(*plugins: Any, entry_points: bool = True) -> Iterator[registry.
     """
     toolkit = registry.build_toolkit(entry_points)
     for i, plugin in enumerate(plugins):
+        if toolkit.pm.is_registered(plugin):  # already installed and loaded through its entry point
+            continue
         name = getattr(plugin, "__name__", f"test-plugin-{i}")
         toolkit.add_plugin(plugin, registry.PluginInfo(name, "(test)", "0", name))
     previous = registry.set_toolkit(toolkit)

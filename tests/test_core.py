@@ -293,3 +293,14 @@ def test_cli_exits_128_plus_signal_and_says_how_to_resume(toy_installed, tmp_pat
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code
     assert f"gentool fit --resume {tmp_path / 'r'}" in stderr and "Traceback" not in stderr
+
+
+def test_the_loser_of_a_name_clash_lists_nothing_and_reregistering_is_skipped():
+    toolkit = Toolkit()
+    toolkit.add_plugin(toy_plugin, PluginInfo("toy", "toy-dist", "1.0", "toy_plugin"))
+    twin = types.SimpleNamespace(register_models=hookimpl(lambda register: register(toy_plugin.PixelBernoulli)))
+    with pytest.warns(PluginWarning):
+        toolkit.add_plugin(twin, PluginInfo("twin", "twin-dist", "1.0", "twin"))
+    assert toolkit.plugins["twin"].registered == {}
+    with toolkit_with(toy_plugin, toy_plugin) as toolkit:  # the second is already registered: skipped
+        assert toolkit.plugins["toy_plugin"].error is None and "pixels" in toolkit.models
