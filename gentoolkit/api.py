@@ -286,10 +286,7 @@ def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
     trainer = trainer_cls(model, objective, from_dict(trainer_cls.Config, config["trainer"]["config"]),
                           options.lr)
     if resume_state is not None:  # weights, optimisers and random streams as they were
-        weights = resume_state["model"]
-        checkpoint.check_shapes(model, {k: tuple(v.shape) for k, v in weights.items()},
-                                run_dir / checkpoint.TRAINER_STATE)
-        model.load_state_dict(weights)
+        checkpoint.load_checked(model, resume_state["model"], run_dir / checkpoint.TRAINER_STATE)
         trainer.load_state_dict(resume_state["trainer"])
     hooks: list[Callback] = []
     if group.is_main:  # only rank 0 writes

@@ -93,7 +93,7 @@ class Checkpoints(Callback):
     def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
         self.save(loop)
         if loop.options.keep_best and loop.is_best(row):
-            checkpoint.save_weights(loop.model, self.run_dir / checkpoint.BEST_WEIGHTS, loop.state.step)
+            checkpoint.save_weights(loop.model, self.run_dir / checkpoint.BEST_WEIGHTS)
             checkpoint.write_json(self.run_dir / checkpoint.BEST_INFO,
                                   {"epoch": row["epoch"], "step": row["step"], loop.monitor: row[loop.monitor]})
 
@@ -107,4 +107,4 @@ class Checkpoints(Callback):
             "model": loop.model.state_dict(), "trainer": loop.trainer.state_dict(), "rng": loop.rng_state(),
             "epoch": loop.state.epoch, "step": loop.state.step,
             "partial": dataclasses.asdict(partial) if partial is not None else None})
-        checkpoint.save_weights(loop.model, self.run_dir / checkpoint.WEIGHTS, loop.state.step)
+        checkpoint.save_weights(loop.model, self.run_dir / checkpoint.WEIGHTS)

@@ -161,9 +161,8 @@ def check_run_dir(path: Path) -> Path:
     return path
 
 
-def save_weights(model: torch.nn.Module, path: Path, step: int) -> None:
-    """Save the weights with the step they were taken at, to match them to trainer state."""
-    write_tensors(path, model.state_dict(), metadata={"step": str(step)})
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    write_tensors(path, model.state_dict())
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -185,16 +184,13 @@ def load_state(path: Path) -> dict[str, Any]:
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load weights from a safetensors file, checking every name and shape first."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except FileNotFoundError:
-        raise GentoolError(f"{path} is missing.") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise GentoolError(f"{path} is not a readable safetensors file ({exc}); "
-                           "it is truncated or damaged.") from None
-    check_shapes(model, shapes, path)
-    model.load_state_dict(read_tensors(path))
+    load_checked(model, read_tensors(path), path)
+
+
+def load_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load ``tensors`` into ``model`` after checking every name and shape against it."""
+    check_shapes(model, {k: tuple(v.shape) for k, v in tensors.items()}, source)
+    model.load_state_dict(tensors)
 
 
 def check_shapes(model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], source: Path) -> None:
