@@ -9,6 +9,7 @@ from gentoolkit.errors import GentoolError
 from gentoolkit.hookspecs import hookimpl
 from gentoolkit.interfaces import (
     AdversarialObjective,
+    BitsPerDim,
     Component,
     DataOptions,
     Dataset,
@@ -32,7 +33,7 @@ from gentoolkit.training import Callback
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdversarialObjective", "Callback", "Component", "DataOptions", "Dataset", "DiscriminatorScored",
+    "AdversarialObjective", "BitsPerDim", "Callback", "Component", "DataOptions", "Dataset", "DiscriminatorScored",
     "GentoolError", "ImageData", "ImageSpec", "Loss", "Metric", "Model", "NoConfig", "Objective",
     "Recipe", "Sampler", "Samples", "Trainer", "VariationalModel", "__version__",
     "apply_overrides", "batch_count", "binarize", "eval_mode", "from_dict", "from_signed", "hookimpl",

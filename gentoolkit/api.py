@@ -100,10 +100,7 @@ class Run:
     @property
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl, one per epoch."""
-        path = self.path / checkpoint.METRICS
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return checkpoint.read_metrics(self.path / checkpoint.METRICS)
 
     def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
                  batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = (),
@@ -343,15 +340,8 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
 def _trim_metrics(path: Path, epochs: int) -> list[dict[str, Any]]:
     """Keep the metrics rows of the epochs the checkpoint holds; drop any written after it
     (a run killed between logging an epoch and saving it) and a half-written last line."""
-    rows = []
     metrics = path / checkpoint.METRICS
-    for line in metrics.read_text().splitlines() if metrics.exists() else []:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if row.get("epoch", 0) <= epochs:
-            rows.append(row)
+    rows = [row for row in checkpoint.read_metrics(metrics) if row.get("epoch", 0) <= epochs]
     checkpoint.atomic_write(metrics, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
     return rows
 

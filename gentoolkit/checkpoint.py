@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from gentoolkit.errors import GentoolError
 
@@ -72,6 +72,18 @@ def read_json(path: Path) -> Any:
         raise GentoolError(f"{path} is not valid JSON ({exc}); the file is damaged.") from None
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl file, one per epoch; a half-written last line
+    (a run killed while appending it) ends the list."""
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor],
                   metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -79,8 +91,14 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor],
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return read_tensors_and_metadata(path)[0]
+
+
+def read_tensors_and_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor of a safetensors file and its string metadata, in one read."""
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}, f.metadata() or {}
     except FileNotFoundError:
         raise GentoolError(f"{path} is missing.") from None
     except (SafetensorError, OSError, ValueError) as exc:
@@ -173,11 +191,9 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def load_state(path: Path) -> dict[str, Any]:
     """Read what :func:`save_state` wrote."""
-    tensors = read_tensors(path)
+    tensors, metadata = read_tensors_and_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            skeleton = json.loads((f.metadata() or {})["state"])
-        return unflatten_state(skeleton, tensors)
+        return unflatten_state(json.loads(metadata["state"]), tensors)
     except (KeyError, json.JSONDecodeError):
         raise GentoolError(f"{path} holds no gentoolkit training state.") from None
 

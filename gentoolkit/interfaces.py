@@ -162,6 +162,16 @@ class DiscriminatorScored(Protocol):
         """One score per image; ``images`` are N x C x H x W floats in [0, 1]."""
 
 
+@runtime_checkable
+class BitsPerDim(Protocol):
+    """A likelihood model that can express its bound in bits per dimension of the stored data."""
+
+    def bits_per_dim(self, log_likelihood: float) -> float | None:
+        """-log2 P(pixels) / D for a log-likelihood (or bound) in nats per image, or None
+        when log_likelihood is not a likelihood of the discrete pixels (grey levels read
+        as Bernoulli probabilities, a density of data that was not dequantised)."""
+
+
 # ---------------------------------------------------------------- objective
 
 

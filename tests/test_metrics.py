@@ -131,6 +131,22 @@ def test_with_the_exact_posterior_elbo_and_nll_equal_log_px(pixels):
     assert elbo["kl"] > 0
 
 
+class DequantisedLinearGaussian(LinearGaussian):
+    """States its bound in bits per dimension, as a density of dequantised 8-bit pixels does."""
+
+    def bits_per_dim(self, log_likelihood):
+        return (-log_likelihood + 6 * math.log(256)) / (6 * math.log(2))
+
+
+def test_bounds_come_in_bits_per_dim_where_the_model_can_state_them(pixels):
+    model = DequantisedLinearGaussian()
+    nll = evaluate(NLL(), model, pixels, k=50)
+    elbo = evaluate(ELBO(), model, pixels, k=10)
+    assert nll["nll_bits_per_dim"] == pytest.approx((nll["nll"] + 6 * math.log(256)) / (6 * math.log(2)))
+    assert elbo["elbo_bits_per_dim"] == pytest.approx(model.bits_per_dim(elbo["elbo"]))
+    assert "elbo_bits_per_dim" not in evaluate(ELBO(), LinearGaussian(), pixels, k=10)  # no bits_per_dim method
+
+
 def test_with_a_wrong_posterior_the_bounds_are_ordered_and_nll_tightens_with_k(pixels):
     model = LinearGaussian(shift=0.1)
     log_px = model.log_marginal(pixels).mean().item()

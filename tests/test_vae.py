@@ -10,13 +10,14 @@ import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 import gentoolkit_vae
-from gentoolkit import GentoolError, ImageSpec, VariationalModel, to_unit
+from gentoolkit import BitsPerDim, GentoolError, ImageSpec, VariationalModel, to_unit
 from gentoolkit.config import apply_overrides, from_dict, to_dict
 from gentoolkit.testing import toolkit_with
 from gentoolkit_vae import (
     ELBO,
     BernoulliVAE,
     GaussianVAE,
+    ImportanceWeightedBound,
     MonteCarloELBO,
     bits_per_dim,
     gaussian_kl,
@@ -95,6 +96,23 @@ def test_bits_per_dim_of_the_uniform_density_is_eight():
     assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(7.0)
 
 
+def test_bits_per_dim_of_a_fair_coin_per_binary_pixel_is_one():
+    assert bits_per_dim(-784 * math.log(2), 784, levels=1) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("cls", "options", "levels"), [
+    (BernoulliVAE, {"binarize": "dynamic"}, 1),
+    (BernoulliVAE, {"binarize": "none"}, None),  # grey levels read as probabilities: no distribution of pixels
+    (GaussianVAE, {}, 256),
+    (GaussianVAE, {"dequantize": False, "variance": "fixed"}, None),  # a density at discrete points
+])
+def test_models_state_bits_per_dim_only_for_a_likelihood_of_the_stored_pixels(cls, options, levels):
+    model = tiny_vae(cls, **options)
+    assert isinstance(model, BitsPerDim)
+    expected = None if levels is None else bits_per_dim(-1000.0, TINY.pixels, levels)
+    assert model.bits_per_dim(-1000.0) == expected
+
+
 # ------------------------------------------------------------------- bounds
 
 
@@ -107,6 +125,24 @@ def test_both_estimators_agree_in_expectation():
         sampled = MonteCarloELBO(MonteCarloELBO.Config(samples=20_000)).loss(model, x).metrics
     for key in ("elbo", "kl", "recon"):
         torch.testing.assert_close(sampled[key], closed[key], atol=0.05, rtol=0)
+
+
+def test_iwae_objective_is_the_monte_carlo_elbo_for_one_sample_and_tightens_with_more():
+    model = tiny_vae(hidden=(8,))
+    x = model.prepare(random_pixels(4, TINY))
+    with torch.no_grad():
+        torch.manual_seed(3)
+        one = ImportanceWeightedBound(ImportanceWeightedBound.Config(samples=1)).loss(model, x)
+        torch.manual_seed(3)
+        mc = MonteCarloELBO().loss(model, x)
+        torch.testing.assert_close(one.value, mc.value)
+        torch.testing.assert_close(one.metrics["iwae"], mc.metrics["elbo"])
+        x = x.repeat(500, 1, 1, 1)  # 2000 images: each bound averaged over 500 draws
+        torch.manual_seed(0)
+        elbo = ELBO().loss(model, x).metrics["elbo"]
+        bounds = [ImportanceWeightedBound(ImportanceWeightedBound.Config(samples=k)).loss(model, x).metrics["iwae"]
+                  for k in (2, 1000)]
+    assert elbo + 0.03 < bounds[0] < bounds[1] - 0.03, (elbo, bounds)
 
 
 def test_elbo_is_below_the_exact_log_likelihood():
@@ -201,7 +237,7 @@ def test_gaussian_sigma_is_trained_only_when_learned():
 
 @pytest.mark.parametrize("cls,arch,objective", [
     (BernoulliVAE, "mlp", ELBO), (BernoulliVAE, "conv", ELBO), (BernoulliVAE, "mlp", MonteCarloELBO),
-    (GaussianVAE, "mlp", ELBO),
+    (BernoulliVAE, "mlp", ImportanceWeightedBound), (GaussianVAE, "mlp", ELBO),
 ])
 def test_adam_steps_reduce_the_loss(cls, arch, objective):
     spec = ImageSpec(1, 8, 8, binary=True)
@@ -245,6 +281,7 @@ def test_loss_reports_detached_metrics_that_add_up():
     (GaussianVAE, {"variance": "learned", "dequantize": False}),
     (ELBO, {"samples": 0}),
     (MonteCarloELBO, {"samples": -1}),
+    (ImportanceWeightedBound, {"samples": 0}),
 ])
 def test_invalid_configs_raise(cls, options):
     with pytest.raises(ValueError):
@@ -264,3 +301,4 @@ def test_plugin_registers_models_and_objectives():
         assert toolkit.models.get("gaussian-vae") is GaussianVAE
         assert toolkit.objectives.get("elbo") is ELBO
         assert toolkit.objectives.get("elbo-mc") is MonteCarloELBO
+        assert toolkit.objectives.get("iwae") is ImportanceWeightedBound

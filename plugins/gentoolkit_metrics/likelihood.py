@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gentoolkit import ImageData, Metric, Model, VariationalModel, eval_mode, to_unit
+from gentoolkit import BitsPerDim, ImageData, Metric, Model, VariationalModel, eval_mode, to_unit
 from gentoolkit_metrics.checks import sample_count
 
 
@@ -62,6 +62,12 @@ def posterior_chunks(model: Model, x: Tensor, mu: Tensor, logvar: Tensor, k: int
         yield log_px.double(), log_ratio
 
 
+def in_bits(model: Model, key: str, log_likelihood: float) -> dict[str, float]:
+    """``{key: bits per dimension}`` where the model can state it, else nothing."""
+    bits = model.bits_per_dim(log_likelihood) if isinstance(model, BitsPerDim) else None
+    return {} if bits is None else {key: bits}
+
+
 @dataclass
 class LikelihoodConfig:
     # decoder outputs held at once (importance samples x batch x pixels): bounds memory for any k;
@@ -90,7 +96,8 @@ class ELBO(Metric):
                 chunks = posterior_chunks(model, x, mu, logvar, k, generator, self.config.max_floats)
                 recon_nll -= sum(log_px.sum().item() for log_px, _ in chunks) / k
         n = len(images)
-        return {"elbo": -(recon_nll + kl) / n, "kl": kl / n, "recon_nll": recon_nll / n}
+        elbo = -(recon_nll + kl) / n
+        return {"elbo": elbo, "kl": kl / n, "recon_nll": recon_nll / n, **in_bits(model, "elbo_bits_per_dim", elbo)}
 
 
 class NLL(Metric):
@@ -112,7 +119,8 @@ class NLL(Metric):
                 for log_px, log_ratio in posterior_chunks(model, x, mu, logvar, k, generator, self.config.max_floats):
                     log_sum = torch.logaddexp(log_sum, (log_px + log_ratio).logsumexp(0))
                 log_px_total += (log_sum - math.log(k)).sum().item()
-        return {"nll": -log_px_total / len(images), "nll_k": k}
+        nll = -log_px_total / len(images)
+        return {"nll": nll, "nll_k": k, **in_bits(model, "nll_bits_per_dim", -nll)}
 
 
 class Reconstruction(Metric):

@@ -1,4 +1,4 @@
-"""Variational autoencoders: Bernoulli and Gaussian decoders and the ELBO objectives.
+"""Variational autoencoders: Bernoulli and Gaussian decoders, the ELBO and IWAE objectives.
 
 See docs/vae.md for the maths and the options.
 """
@@ -6,9 +6,15 @@ See docs/vae.md for the maths and the options.
 from gentoolkit import hookimpl
 from gentoolkit_vae.maths import bits_per_dim, gaussian_kl
 from gentoolkit_vae.models import VAE, BernoulliVAE, GaussianVAE
-from gentoolkit_vae.objectives import ELBO, EvidenceBound, MonteCarloELBO, importance_weighted_bound
+from gentoolkit_vae.objectives import (
+    ELBO,
+    EvidenceBound,
+    ImportanceWeightedBound,
+    MonteCarloELBO,
+    importance_weighted_bound,
+)
 
-__all__ = ["ELBO", "VAE", "BernoulliVAE", "EvidenceBound", "GaussianVAE", "MonteCarloELBO",
+__all__ = ["ELBO", "VAE", "BernoulliVAE", "EvidenceBound", "GaussianVAE", "ImportanceWeightedBound", "MonteCarloELBO",
            "bits_per_dim", "gaussian_kl", "importance_weighted_bound"]
 
 
@@ -22,3 +28,4 @@ def register_models(register):
 def register_objectives(register):
     register(ELBO)
     register(MonteCarloELBO)
+    register(ImportanceWeightedBound)

@@ -59,8 +59,12 @@ def gaussian_log_likelihood(x: Tensor, mean: Tensor, log_sigma: Tensor) -> Tenso
     return normal_log_prob(x, mean, 2 * log_sigma).flatten(1).sum(1)
 
 
-def bits_per_dim(log_density: Tensor | float, dims: int) -> Tensor | float:
-    """Bits per dimension of 8-bit data from a log-density (or ELBO) in nats of
-    data dequantised into [0, 1]^D: each of the 256 bins has width 1/256, so
-    -log2 P(pixels) <= (-log p(x) + D log 256) / log 2."""
-    return (-log_density + dims * math.log(256)) / (dims * math.log(2))
+def bits_per_dim(log_likelihood: Tensor | float, dims: int, levels: int = 256) -> Tensor | float:
+    """Bits per dimension of discrete data from a log-likelihood (or ELBO) in nats per image.
+
+    For a density of data dequantised into [0, 1]^D, each of a pixel's ``levels``
+    values owns a bin of width 1 / levels, so
+    -log2 P(pixels) <= (-log p(x) + D log levels) / (D log 2). A probability of
+    the discrete pixels themselves needs no bins: ``levels=1``.
+    """
+    return (-log_likelihood + dims * math.log(levels)) / (dims * math.log(2))

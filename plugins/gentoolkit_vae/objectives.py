@@ -1,7 +1,8 @@
-"""The evidence lower bound and its two SGVB estimators (Kingma & Welling 2013, section 2.3).
+"""The evidence lower bound, its two SGVB estimators (Kingma & Welling 2013, section 2.3)
+and the importance-weighted bound (Burda et al. 2015).
 
-ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x). Both
-objectives minimise the negative ELBO averaged over the batch and report it
+ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x). Each
+objective minimises its negated bound averaged over the batch and reports it
 in nats per image, for any model with a Gaussian encoder and a standard
 normal prior (a :class:`~gentoolkit.VariationalModel`).
 """
@@ -87,3 +88,23 @@ class MonteCarloELBO(EvidenceBound):
     def terms(self, model: Model, x: Tensor) -> tuple[Tensor, Tensor]:
         mu, logvar, z, log_px = posterior_draws(model, x, self.config.samples)
         return log_px.mean(0), maths.sampled_kl(z, mu, logvar).mean(0)
+
+
+class ImportanceWeightedBound(Objective):
+    """The IWAE bound with K samples as a loss: tighter than the ELBO, so the decoder is trained
+    on a better estimate of log p(x) and the encoder need not cover the posterior's every mode."""
+
+    name = "iwae"
+    requires = (VariationalModel,)
+
+    @dataclass
+    class Config:
+        samples: int = 5  # K: the bound is the ELBO for 1 and log p(x) as K grows; costs K decoder passes
+
+        def __post_init__(self) -> None:
+            if self.samples <= 0:
+                raise ValueError(f"samples must be a positive integer, got {self.samples}")
+
+    def loss(self, model: Model, x: Tensor) -> Loss:
+        bound = importance_weighted_bound(model, x, self.config.samples).mean()
+        return Loss(value=-bound, metrics={"iwae": bound.detach()})
