@@ -18,15 +18,14 @@ import platform
 from pathlib import Path
 
 import torch
-from shared import fit_once, gentool
+from shared import CONV_RECIPE, fit_once, gentool
 
 import gentoolkit
 
 RECIPES = {  # run folder: (description, gentool fit flags)
     "gaussian": ("MLP 784-400-20, learned per-pixel sigma, Adam 1e-3, 20 epochs", ["--epochs", "20"]),
-    "gaussian-conv": ("conv, 32-d latent, learned sigma, Adam 1e-3 with cosine schedule, 20 epochs", [
-        "--epochs", "20", "--lr", "1e-3", "--lr-schedule", "cosine", "--set", "arch=conv",
-        "--set", "latent_dim=32", "--set", "channels=32,64"]),
+    "gaussian-conv": ("conv, 32-d latent, learned sigma, Adam 1e-3 with cosine schedule, 20 epochs",
+                      CONV_RECIPE),
 }
 
 

@@ -10,6 +10,10 @@ from pathlib import Path
 
 from gentoolkit import checkpoint
 
+# The convolutional VAE recipe both VAE quality scripts train: `gentool fit` flags.
+CONV_RECIPE = ["--epochs", "20", "--lr", "1e-3", "--lr-schedule", "cosine", "--set", "arch=conv",
+               "--set", "latent_dim=32", "--set", "channels=32,64"]
+
 
 def gentool(*args: str) -> str:
     """Run ``gentool ARGS`` in a fresh process; its stdout, or exit with its error."""

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from shared import fit_once, gentool, timed
+from shared import CONV_RECIPE, fit_once, gentool, timed
 from vae_speed import Article
 
 import gentoolkit
@@ -35,15 +35,10 @@ RECIPES = {  # run folder: (description, gentool fit flags)
                 ["--epochs", "20"]),
     "iwae": ("the default trained on the IWAE bound with K=5 instead of the ELBO", [
         "--epochs", "20", "--objective", "iwae", "--set", "objective.samples=5"]),
-    "conv": ("conv, 32-d latent, Adam 1e-3 with cosine schedule, 20 epochs", [
-        "--epochs", "20", "--lr", "1e-3", "--lr-schedule", "cosine", "--set", "arch=conv",
-        "--set", "latent_dim=32", "--set", "channels=32,64"]),
-    "conv-iwae": ("conv trained on the IWAE bound with K=5", [
-        "--epochs", "20", "--lr", "1e-3", "--lr-schedule", "cosine", "--set", "arch=conv",
-        "--set", "latent_dim=32", "--set", "channels=32,64", "--objective", "iwae", "--set", "objective.samples=5"]),
+    "conv": ("conv, 32-d latent, Adam 1e-3 with cosine schedule, 20 epochs", CONV_RECIPE),
+    "conv-iwae": ("conv trained on the IWAE bound with K=5",
+                  [*CONV_RECIPE, "--objective", "iwae", "--set", "objective.samples=5"]),
 }
-
-
 
 
 def article_run(run_dir: Path, like: Path, epochs: int) -> float:

@@ -139,12 +139,13 @@ class Run:
             if limit <= 0:
                 raise GentoolError(f"--limit must be a positive integer, got {limit}.")
             images = images[:limit]
+        images = images.to(self.device)
         results: dict[str, Any] = {}
         for cls, config in zip(classes, configs, strict=True):
             torch.manual_seed(seed)
             generator = torch.Generator(device=self.device).manual_seed(seed)
-            results.update(cls(config).compute(self.model, images.to(self.device), k=k, batch_size=batch_size,
-                                         generator=generator, data=data))
+            results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
+                                               generator=generator, data=data))
         return results
 
     def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,

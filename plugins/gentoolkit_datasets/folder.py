@@ -190,10 +190,11 @@ def load_folder(folder: Path, size: int, mode: str) -> Tensor | StreamedImages:
         names = [name for name, _, _ in files]
         with ThreadPoolExecutor() as pool:  # headers only: cheap, and catches most broken files up front
             readable = list(pool.map(opens, [folder / name for name in names]))
-        skipped = others + [name for name, ok in zip(names, readable, strict=True) if not ok]
+        good = [name for name, ok in zip(names, readable, strict=True) if ok]
+        skipped = len(others) + len(names) - len(good)
         if skipped:
-            warnings.warn(f"skipped {len(skipped)} files that are not readable images in {folder}", stacklevel=3)
-        return StreamedImages(folder, [name for name, ok in zip(names, readable, strict=True) if ok], size, mode)
+            warnings.warn(f"skipped {skipped} files that are not readable images in {folder}", stacklevel=3)
+        return StreamedImages(folder, good, size, mode)
     path = cache_path(folder, files, size, mode)
     cached = read_cache(path)
     if cached is not None:

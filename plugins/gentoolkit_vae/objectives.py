@@ -98,12 +98,8 @@ class ImportanceWeightedBound(Objective):
     requires = (VariationalModel,)
 
     @dataclass
-    class Config:
+    class Config(EvidenceBound.Config):
         samples: int = 5  # K: the bound is the ELBO for 1 and log p(x) as K grows; costs K decoder passes
-
-        def __post_init__(self) -> None:
-            if self.samples <= 0:
-                raise ValueError(f"samples must be a positive integer, got {self.samples}")
 
     def loss(self, model: Model, x: Tensor) -> Loss:
         bound = importance_weighted_bound(model, x, self.config.samples).mean()
