@@ -6,9 +6,11 @@ This module is the public API: plugins and notebooks import from here only.
 from gentoolkit.config import apply_overrides, from_dict, to_dict
 from gentoolkit.data import batch_count, binarize, from_signed, index_batches, to_signed, to_unit
 from gentoolkit.errors import GentoolError
+from gentoolkit.estimators import importance_weighted_log_prob, posterior_chunks
 from gentoolkit.hookspecs import hookimpl
 from gentoolkit.interfaces import (
     AdversarialObjective,
+    CAPABILITIES,
     BitsPerDim,
     Component,
     DataOptions,
@@ -16,6 +18,8 @@ from gentoolkit.interfaces import (
     DiscriminatorScored,
     ImageData,
     ImageSpec,
+    LatentModel,
+    Likelihood,
     Loss,
     Metric,
     Model,
@@ -24,8 +28,11 @@ from gentoolkit.interfaces import (
     Recipe,
     Sampler,
     Samples,
+    StandardNormalPrior,
     Trainer,
     VariationalModel,
+    capabilities,
+    conditional,
 )
 from gentoolkit.standard import eval_mode
 from gentoolkit.training import Callback
@@ -33,9 +40,10 @@ from gentoolkit.training import Callback
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdversarialObjective", "BitsPerDim", "Callback", "Component", "DataOptions", "Dataset", "DiscriminatorScored",
-    "GentoolError", "ImageData", "ImageSpec", "Loss", "Metric", "Model", "NoConfig", "Objective",
-    "Recipe", "Sampler", "Samples", "Trainer", "VariationalModel", "__version__",
-    "apply_overrides", "batch_count", "binarize", "eval_mode", "from_dict", "from_signed", "hookimpl",
-    "index_batches", "to_dict", "to_signed", "to_unit",
+    "CAPABILITIES", "AdversarialObjective", "BitsPerDim", "Callback", "Component", "DataOptions", "Dataset",
+    "DiscriminatorScored", "GentoolError", "ImageData", "ImageSpec", "LatentModel", "Likelihood", "Loss", "Metric",
+    "Model", "NoConfig", "Objective", "Recipe", "Sampler", "Samples", "StandardNormalPrior", "Trainer",
+    "VariationalModel", "__version__", "apply_overrides", "batch_count", "binarize", "capabilities", "conditional",
+    "eval_mode", "from_dict", "from_signed", "hookimpl", "importance_weighted_log_prob", "index_batches",
+    "posterior_chunks", "to_dict", "to_signed", "to_unit",
 ]

@@ -24,7 +24,7 @@ from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGri
 from gentoolkit.config import apply_overrides, from_dict, split_assignment, to_dict
 from gentoolkit.distributed import Group, process_group
 from gentoolkit.errors import GentoolError
-from gentoolkit.interfaces import DataOptions, ImageData, ImageSpec, Model, Samples
+from gentoolkit.interfaces import DataOptions, ImageData, ImageSpec, Model, Sampler, Samples
 from gentoolkit.registry import Toolkit, get_toolkit, require_fit
 from gentoolkit.training import (
     Callback,
@@ -104,11 +104,14 @@ class Run:
 
     def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
                  batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = (),
-                 limit: int | None = None) -> dict[str, Any]:
+                 limit: int | None = None, sampler: str | None = None,
+                 sampler_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Compute the named metrics on a split of the run's data set.
 
         ``overrides`` are ``"metric.key=value"`` strings setting a metric's options;
-        ``limit`` evaluates only the first that many images of the split.
+        ``limit`` evaluates only the first that many images of the split. Metrics that
+        compare generated images draw them with ``sampler`` (the model's default if None)
+        and its ``sampler_options``, as :meth:`sample` does.
         """
         classes = [self.toolkit.metrics.get(name) for name in metrics]  # unknown names fail first
         sets: dict[str, list[tuple[str, str]]] = {cls.name: [] for cls in classes}
@@ -122,6 +125,7 @@ class Run:
         configs = [apply_overrides(cls.Config(), sets[cls.name], f"metric '{cls.name}'") for cls in classes]
         for cls in classes:
             require_fit("metric", cls, self.model)
+        drawer = self.sampler(sampler, sampler_options)
         if k is not None and k <= 0:
             raise GentoolError(f"--k must be a positive integer, got {k}.")
         if batch_size <= 0:
@@ -145,22 +149,46 @@ class Run:
             torch.manual_seed(seed)
             generator = torch.Generator(device=self.device).manual_seed(seed)
             results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
-                                               generator=generator, data=data))
+                                               generator=generator, data=data, sampler=drawer))
         return results
 
-    def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
-               options: Mapping[str, Any] | None = None) -> Samples:
-        """Draw ``n`` images with the named sampler (the model's default if None)."""
-        if n <= 0:
-            raise GentoolError(f"-n must be a positive number of images, got {n}.")
-        name = sampler or self.model.default_sampler
-        sampler_cls = self.toolkit.samplers.get(name)
+    def sampler(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Sampler:
+        """The named sampler (the model's default if None) with ``options``, checked against the model."""
+        sampler_cls = self.toolkit.samplers.get(name or self.model.default_sampler)
         assignments = [(k, str(v)) for k, v in (options or {}).items()]
         config = apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'")
         require_fit("sampler", sampler_cls, self.model)
+        return sampler_cls(config)
+
+    def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
+               options: Mapping[str, Any] | None = None, label: int | None = None) -> Samples:
+        """Draw ``n`` images with the named sampler (the model's default if None); a
+        class-conditional model draws class ``label``, or one row per class when it is None."""
+        if n <= 0:
+            raise GentoolError(f"-n must be a positive number of images, got {n}.")
+        drawer = self.sampler(sampler, options)
+        labels = class_labels(self.model, n, label)
         torch.manual_seed(seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return sampler_cls(config).sample(self.model, n, generator)
+        return drawer.sample(self.model, n, generator, labels) if labels is not None \
+            else drawer.sample(self.model, n, generator)
+
+
+def class_labels(model: Model, n: int, label: int | None) -> torch.Tensor | None:
+    """The labels a sampler passes to ``model``: ``label`` n times, or for a conditional model
+    without one, the classes in turn row by row of a grid (None for unconditional models)."""
+    classes = model.num_classes
+    if not classes:
+        if label is not None:
+            raise GentoolError(f"--label {label}: model '{model.name}' is not class-conditional; "
+                               "train it with --set conditional=true on a data set with labels.")
+        return None
+    if label is None:
+        per_row = max(1, -(-n // classes))  # a grid with one row per class
+        return (torch.arange(n, device=model.device) // per_row).clamp_(max=classes - 1)
+    if not 0 <= label < classes:
+        raise GentoolError(f"--label {label}: model '{model.name}' knows classes 0 to {classes - 1}.")
+    return torch.full((n,), label, dtype=torch.long, device=model.device)
 
 
 def build_model(toolkit: Toolkit, config: Mapping[str, Any]) -> Model:
@@ -174,6 +202,14 @@ def build_model(toolkit: Toolkit, config: Mapping[str, Any]) -> Model:
                            "the run was written by another program or is damaged.") from None
     cls = toolkit.models.get(name)
     return cls(from_dict(cls.Config, values), spec)
+
+
+def grid_sampler(toolkit: Toolkit, model: Model) -> Sampler:
+    """The sampler of the per-epoch grids: the model's choice for them, else its default sampler."""
+    sampler_cls = toolkit.samplers.get(model.grid_sampler or model.default_sampler)
+    require_fit("sampler", sampler_cls, model)
+    assignments = [(k, str(v)) for k, v in model.grid_options.items()]
+    return sampler_cls(apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'"))
 
 
 def load_data(toolkit: Toolkit, dataset: Mapping[str, Any]) -> ImageData:
@@ -294,7 +330,7 @@ def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
         hooks = [MetricsLog(run_dir), SampleGrids(run_dir), Checkpoints(run_dir), *named, *callbacks]
         if progress:
             hooks.insert(0, ProgressBar())
-    loop = TrainingLoop(model, trainer, data, options, hooks, state, group)
+    loop = TrainingLoop(model, trainer, data, options, hooks, state, group, grid_sampler=grid_sampler(toolkit, model))
     if resume_state is not None:
         loop.set_rng_state(resume_state["rng"])
     try:

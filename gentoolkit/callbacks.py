@@ -82,9 +82,12 @@ class SampleGrids(Callback):
     """Saves ``samples/epoch-NNN.png`` from the same latent codes every epoch."""
 
     def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
+        images = loop.sample_grid()
+        if images is None:
+            return
         folder = self.run_dir / checkpoint.SAMPLES
         folder.mkdir(parents=True, exist_ok=True)
-        save_grid(loop.sample_grid(), folder / f"epoch-{row['epoch']:03d}.png")
+        save_grid(images, folder / f"epoch-{row['epoch']:03d}.png")
 
 
 class Checkpoints(Callback):

@@ -203,19 +203,42 @@ def _sampler_options(args: list[str]) -> dict[str, str]:
     return options
 
 
+def _sampler_args(ctx: click.Context, model: str | None) -> tuple[str | None, list[str]]:
+    """MODEL and the sampler options left over after Click parsed a command's own options."""
+    args = list(ctx.args)
+    if model is not None and model.startswith("-"):  # no MODEL given: Click took a sampler option for it
+        args.insert(0, model)
+        model = None
+    return model, args
+
+
+def _checked_sampler_options(run: api.Run, sampler: str | None, args: list[str]) -> tuple[str, dict[str, str]]:
+    """The sampler's name and its options from ``--name value`` arguments, each option
+    checked against the sampler's config (an unknown one suggests the closest)."""
+    extra = _sampler_options(args)
+    sampler_cls = get_toolkit().samplers.get(sampler or run.model.default_sampler)
+    fields = sampler_cls.Config.__dataclass_fields__
+    for name in extra:  # named as typed on the command line; Run.sampler parses the values
+        if name not in fields:
+            raise unknown(f"option for sampler '{sampler_cls.name}'", f"--{name.replace('_', '-')}",
+                          [f"--{f.replace('_', '-')}" for f in fields])
+    return sampler_cls.name, extra
+
+
 @cli.command("sample", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("model", required=False)
 @click.option("--run", "run_dir", type=click.Path(path_type=Path),
               help="Run directory; default: the latest run of MODEL under runs/.")
 @click.option("-n", "n", type=int, default=64, show_default=True, help="Number of images.")
 @click.option("--sampler", help="Sampler name; default: the model's. Its options follow as --name value.")
+@click.option("--label", type=int, help="Class to draw (class-conditional models); default: one row per class.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
               help="A .png grid, or .safetensors for the tensor 'images' (N x C x H x W in [0, 1]).")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
 @click.pass_context
-def sample(ctx, model, run_dir, n, sampler, seed, out, device, best) -> None:
+def sample(ctx, model, run_dir, n, sampler, label, seed, out, device, best) -> None:
     """Draw images from a trained MODEL and save them.
 
     Sampler options go after the others, e.g. --sampler ranking --candidates 512.
@@ -223,19 +246,10 @@ def sample(ctx, model, run_dir, n, sampler, seed, out, device, best) -> None:
     if n <= 0:
         raise GentoolError(f"-n must be a positive number of images, got {n}.")
     check_output_path(out)
-    args = list(ctx.args)
-    if model is not None and model.startswith("-"):  # no MODEL given: Click took a sampler option for it
-        args.insert(0, model)
-        model = None
-    extra = _sampler_options(args)
+    model, args = _sampler_args(ctx, model)
     run = _run_for(model, run_dir, device, best)
-    sampler_cls = get_toolkit().samplers.get(sampler or run.model.default_sampler)
-    fields = sampler_cls.Config.__dataclass_fields__
-    for name in extra:  # named as typed on the command line; Run.sample parses the values
-        if name not in fields:
-            raise unknown(f"option for sampler '{sampler_cls.name}'", f"--{name.replace('_', '-')}",
-                          [f"--{f.replace('_', '-')}" for f in fields])
-    samples = run.sample(n, sampler=sampler_cls.name, seed=seed, options=extra)
+    name, options = _checked_sampler_options(run, sampler, args)
+    samples = run.sample(n, sampler=name, seed=seed, options=options, label=label)
     written = save_samples(samples, out)
     stderr_console().print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
 
@@ -255,7 +269,7 @@ def _run_for(model: str | None, run_dir: Path | None, device: str, best: bool) -
     return run
 
 
-@cli.command("evaluate")
+@cli.command("evaluate", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("model", required=False)
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory; default: the latest of MODEL.")
 @click.option("--metric", "metrics", required=True, help="Metric names, comma-separated (see list-metrics).")
@@ -268,16 +282,25 @@ def _run_for(model: str | None, run_dir: Path | None, device: str, best: bool) -
 @click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
 @click.option("--set", "overrides", multiple=True, metavar="METRIC.KEY=VALUE",
               help="Set a metric option, e.g. --set fid.features=classifier.")
+@click.option("--sampler", help="Sampler for the generated images (fid, kid, ...); its options follow as --name value.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else on stdout.")
-def evaluate(model, run_dir, metrics, k, split, batch_size, limit, seed, device, best, overrides, as_json) -> None:
-    """Measure a trained MODEL: ELBO, NLL, reconstruction error, FID, ..."""
+@click.pass_context
+def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, device, best, overrides, sampler,
+             as_json) -> None:
+    """Measure a trained MODEL: ELBO, NLL, reconstruction error, FID, ...
+
+    Metrics that generate images draw them with --sampler and its options, e.g.
+    --metric fid --sampler ranking --candidates 512.
+    """
     names = [m.strip() for m in metrics.split(",") if m.strip()]
+    model, args = _sampler_args(ctx, model)
     run = _run_for(model, run_dir, device, best)
+    sampler_name, options = _checked_sampler_options(run, sampler, args)
     results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed, overrides=overrides,
-                           limit=limit)
+                           limit=limit, sampler=sampler_name, sampler_options=options)
     settings = {"run": str(run.path), "model": run.config["model"]["name"], "metrics": names,
                 "k": k, "split": split, "limit": limit, "seed": seed, "weights": run.weights,
-                "set": list(overrides)}
+                "set": list(overrides), "sampler": sampler_name, "sampler_options": options}
     if as_json:
         click.echo(json.dumps({**results, "settings": settings}))
         return

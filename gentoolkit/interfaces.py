@@ -5,14 +5,22 @@ builds it from that config, so every option a user can set with ``--set`` is a
 typed, documented dataclass field, and a run can be rebuilt from its
 ``config.json`` alone.
 
-Capabilities (:class:`VariationalModel`, :class:`DiscriminatorScored`) are small
-protocols that objectives, samplers and metrics check for, so a sampler written
-for one model works for any model that has what it needs.
+A :class:`Model` has only what every family of generative model has: a config,
+the :class:`ImageSpec` it is built for, ``prepare`` and its default objective,
+trainer and sampler. Everything else is a *capability*, a small protocol that a
+model has or has not (:class:`LatentModel`, :class:`Likelihood`,
+:class:`VariationalModel`, :class:`DiscriminatorScored`, ...). Objectives,
+samplers and metrics ask for capabilities, never for a family, so a sampler
+written for one model works for any model that has what it needs, and a model
+never has to pretend to have what it has not (a diffusion model has no latent
+code to draw from, an autoregressive model no encoder).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -50,6 +58,7 @@ class ImageSpec:
     height: int
     width: int
     binary: bool = False  # pixels are (almost) all black or white, as in MNIST
+    classes: int = 0  # number of class labels the data set has; 0 when it has none
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -69,6 +78,10 @@ class ImageData:
     spec: ImageSpec
     train_labels: Tensor | None = None  # class indices (int64, N), where the data set has classes
     test_labels: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_labels is not None and not self.spec.classes and len(self.train_labels):
+            self.spec = dataclasses.replace(self.spec, classes=int(self.train_labels.max()) + 1)
 
 
 @dataclass
@@ -108,15 +121,22 @@ class Model(nn.Module, Component, ABC):
     """A generative model of images.
 
     Built from its ``Config`` and the :class:`ImageSpec` of the data. Images go
-    in as uint8 batches (:meth:`prepare` maps them to the model's input space)
-    and come out of :meth:`generate` as floats in [0, 1].
+    in as uint8 batches (:meth:`prepare` maps them to the model's input space);
+    how images come out is up to the samplers that fit the model's capabilities.
     """
 
-    family: ClassVar[str] = ""  # "vae", "gan", ...: shown by list-models
+    family: ClassVar[str] = ""  # "vae", "gan", "flow", ...: shown by list-models
     default_objective: ClassVar[str]
     default_trainer: ClassVar[str] = "adam"
     default_sampler: ClassVar[str] = "prior"
+    # the sampler and options for the per-epoch samples/epoch-NNN.png grids, where a cheaper
+    # setting than the default sampler's does (a few diffusion steps); None: default_sampler
+    grid_sampler: ClassVar[str | None] = None
+    grid_options: ClassVar[Mapping[str, Any]] = {}
     recipe: ClassVar[Recipe] = Recipe()
+    # > 0 for a class-conditional model: it receives the labels of every batch it trains on,
+    # and samplers pass the labels asked for (``gentool sample --label N``) on to it
+    num_classes: int = 0
 
     def __init__(self, config: Any, spec: ImageSpec):
         super().__init__()
@@ -129,15 +149,60 @@ class Model(nn.Module, Component, ABC):
 
     @abstractmethod
     def prepare(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Turn a uint8 batch into model input (scale, binarise, ...). Random only through ``generator``."""
+        """Turn a uint8 batch into model input (scale, binarise, dequantise, ...).
 
-    @abstractmethod
+        Random only through ``generator``. The training loop passes ``generator=None``
+        (draws then come from the global stream it seeds and resumes); evaluation
+        passes a seeded generator, so held-out numbers repeat.
+        """
+
+
+# ------------------------------------------------------------- capabilities
+
+
+@runtime_checkable
+class LatentModel(Protocol):
+    """A model that draws an image by mapping a code from its prior: ``generate(sample_latent(n))``.
+
+    A conditional model (``num_classes > 0``) takes ``generate(z, labels)``.
+    """
+
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` latent codes from the prior, on the model's device."""
 
-    @abstractmethod
     def generate(self, z: Tensor) -> Tensor:
         """Map latent codes to images, N x C x H x W floats in [0, 1]."""
+
+
+@runtime_checkable
+class StandardNormalPrior(Protocol):
+    """A :class:`LatentModel` whose ``sample_latent`` draws standard normal codes, N(0, I).
+
+    Scaling such codes by a temperature T draws from N(0, T^2 I), the usual way to
+    trade diversity for quality (``gentool sample glow --temperature 0.7``).
+    """
+
+    standard_normal_prior: bool  # True; declares the capability
+
+
+@runtime_checkable
+class Likelihood(Protocol):
+    """A model that gives each image's log-likelihood, or a bound on it, in nats.
+
+    The ``nll`` metric works for every such model and reports the same keys for all of
+    them, so the numbers of different families land in one table.
+    """
+
+    nll_kind: str  # "exact" (flows), "iwae" (importance weighted, VAEs) or "bound" (a variational bound)
+    default_nll_k: int | None  # samples (or terms) log_prob uses when --k is not given; None: it uses none
+
+    def log_prob(self, x: Tensor, *, k: int | None, generator: torch.Generator, max_floats: int) -> Tensor:
+        """log p(x), or its estimate or bound, for each prepared image: float64, shape N.
+
+        ``k`` is the number of samples (or terms) for estimates, None for exact ones;
+        all randomness comes from ``generator``; at most about ``max_floats`` floats
+        of intermediate results are held at once, so memory is bounded for any k.
+        """
 
 
 @runtime_checkable
@@ -172,6 +237,26 @@ class BitsPerDim(Protocol):
         as Bernoulli probabilities, a density of data that was not dequantised)."""
 
 
+CAPABILITIES: tuple[type, ...] = (LatentModel, StandardNormalPrior, Likelihood, VariationalModel,
+                                  DiscriminatorScored, BitsPerDim)
+
+
+def capabilities(model: Any) -> list[str]:
+    """The names of the capabilities ``model`` (an instance or a class) has, for listings."""
+    return [c.__name__ for c in CAPABILITIES
+            if all(hasattr(model, name) for name in _protocol_members(c))]
+
+
+def _protocol_members(protocol: type) -> list[str]:
+    return [name for name in {*vars(protocol), *getattr(protocol, "__annotations__", {})}
+            if not name.startswith("_")]
+
+
+def conditional(model: Model) -> bool:
+    """Whether ``model`` is class-conditional: it gets labels in training and sampling."""
+    return getattr(model, "num_classes", 0) > 0
+
+
 # ---------------------------------------------------------------- objective
 
 
@@ -200,8 +285,9 @@ class Objective(Component, Requires, ABC):
         self.config = config if config is not None else self.Config()
 
     @abstractmethod
-    def loss(self, model: Model, x: Tensor) -> Loss:
-        """The loss on a prepared batch ``x``, averaged over its images."""
+    def loss(self, model: Model, x: Tensor, labels: Tensor | None = None) -> Loss:
+        """The loss on a prepared batch ``x``, averaged over its images; ``labels`` (class
+        indices, N) are given for class-conditional models only."""
 
 
 class AdversarialObjective(Component, Requires, ABC):
@@ -211,11 +297,12 @@ class AdversarialObjective(Component, Requires, ABC):
         self.config = config if config is not None else self.Config()
 
     @abstractmethod
-    def discriminator_loss(self, model: Model, real: Tensor, fake: Tensor) -> Loss:
-        """Loss of the discriminator on prepared real images and detached fakes."""
+    def discriminator_loss(self, model: Model, real: Tensor, fake: Tensor, labels: Tensor | None = None) -> Loss:
+        """Loss of the discriminator on prepared real images and detached fakes (of the same
+        ``labels``, for class-conditional models)."""
 
     @abstractmethod
-    def generator_loss(self, model: Model, fake: Tensor) -> Loss:
+    def generator_loss(self, model: Model, fake: Tensor, labels: Tensor | None = None) -> Loss:
         """Loss of the generator on fakes it just produced."""
 
 
@@ -227,6 +314,10 @@ class Trainer(Component, ABC):
 
     objective_type: ClassVar[type] = Objective  # the kind of objective it can optimise
     drop_last: ClassVar[bool] = False  # skip an incomplete last batch (BatchNorm needs this)
+    # the metric (a key of train_step's and evaluate's results, lower is better) that early stopping
+    # and --keep-best watch: test_<monitor> where the data has a test split, else train_<monitor>;
+    # None when no number honestly says which epoch is best (a GAN's losses do not)
+    monitor: ClassVar[str | None] = "loss"
 
     def __init__(self, model: Model, objective: Any, config: Any, lr: float):
         self.model = model
@@ -259,11 +350,13 @@ class Trainer(Component, ABC):
             optimizer.step()
 
     @abstractmethod
-    def train_step(self, x: Tensor) -> dict[str, Tensor]:
-        """Update on a prepared batch; return scalar metrics, ``"loss"`` among them."""
+    def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """Update on a prepared batch; return scalar metrics (``monitor`` among them).
+
+        The loop passes ``labels`` (class indices, N) for class-conditional models only."""
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor) -> dict[str, Tensor]:
+    def evaluate(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         """Scalar metrics on a prepared held-out batch; none by default."""
         return {}
 
@@ -298,8 +391,9 @@ class Sampler(Component, Requires, ABC):
         self.config = config if config is not None else self.Config()
 
     @abstractmethod
-    def sample(self, model: Model, n: int, generator: torch.Generator) -> Samples:
-        """Draw ``n`` images; all randomness comes from ``generator``."""
+    def sample(self, model: Model, n: int, generator: torch.Generator, labels: Tensor | None = None) -> Samples:
+        """Draw ``n`` images; all randomness comes from ``generator``, which lives on the model's
+        device. ``labels`` (class indices, n) are given for class-conditional models only."""
 
 
 # ------------------------------------------------------------------- metric
@@ -315,12 +409,13 @@ class Metric(Component, Requires, ABC):
 
     @abstractmethod
     def compute(self, model: Model, images: Tensor, *, k: int | None, batch_size: int,
-                generator: torch.Generator, data: ImageData) -> dict[str, Any]:
+                generator: torch.Generator, data: ImageData, sampler: Sampler) -> dict[str, Any]:
         """Values named by what they are (e.g. ``{"nll": 86.2}``) on uint8 ``images``.
 
         ``images`` is the evaluated split, on the model's device; ``data`` the whole data
         set (metrics that learn features use its training split and labels). ``k`` is
         the sample count the metric is known by (importance samples for an NLL,
-        generated images for a Frechet distance); None means its default. All
-        randomness comes from ``generator``, so results repeat.
+        generated images for a Frechet distance); None means its default. Metrics that
+        compare generated images draw them with ``sampler`` (``gentool evaluate --sampler``),
+        ``batch_size`` at a time. All randomness comes from ``generator``, so results repeat.
         """

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gentoolkit.errors import GentoolError
 from gentoolkit.hookspecs import hookimpl
-from gentoolkit.interfaces import Model, Sampler, Samples, Trainer
+from gentoolkit.interfaces import LatentModel, Model, Sampler, Samples, StandardNormalPrior, Trainer
 
 
 @contextmanager
@@ -30,20 +31,38 @@ def eval_mode(model: torch.nn.Module):
 
 
 class PriorSampler(Sampler):
-    """Decode latent codes drawn from the model's prior."""
+    """Decode latent codes drawn from the model's prior (at a temperature, for N(0, I) priors)."""
 
     name = "prior"
+    requires = (LatentModel,)
 
     @dataclass
     class Config:
         batch_size: int = 256  # images generated at once; bounds memory for any -n
+        temperature: float = 1.0  # scale the codes of a standard normal prior: below 1 trades diversity for quality
 
-    def sample(self, model: Model, n: int, generator: torch.Generator) -> Samples:
+        def __post_init__(self) -> None:
+            if self.batch_size <= 0:
+                raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
+            if not self.temperature > 0:
+                raise ValueError(f"--temperature must be a positive number, got {self.temperature}")
+
+    def sample(self, model: Model, n: int, generator: torch.Generator, labels: Tensor | None = None) -> Samples:
+        temperature = self.config.temperature
+        if temperature != 1.0 and not isinstance(model, StandardNormalPrior):
+            raise GentoolError(f"--temperature needs a model whose prior is a standard normal; "
+                               f"'{model.name}' does not declare one (StandardNormalPrior).")
         chunks = []
         with eval_mode(model):
             for start in range(0, n, self.config.batch_size):
                 count = min(self.config.batch_size, n - start)
-                chunks.append(model.generate(model.sample_latent(count, generator)))
+                z = model.sample_latent(count, generator)
+                if temperature != 1.0:
+                    z = z * temperature
+                if labels is None:
+                    chunks.append(model.generate(z))
+                else:
+                    chunks.append(model.generate(z, labels[start:start + count]))
         return Samples(images=torch.cat(chunks))
 
 
@@ -65,15 +84,22 @@ class AdamTrainer(Trainer):
                                           betas=(self.config.beta1, self.config.beta2),
                                           weight_decay=self.config.weight_decay)
 
-    def train_step(self, x: Tensor) -> dict[str, Tensor]:
-        loss = self.objective.loss(self.model, x)
+    def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        loss = self._loss(x, labels)
         self.optimize(self.optimizer, loss.value, clip=self.config.grad_clip)
         return {"loss": loss.value.detach(), **loss.metrics}
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor) -> dict[str, Tensor]:
-        loss = self.objective.loss(self.model, x)
+    def evaluate(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        loss = self._loss(x, labels)
         return {"loss": loss.value, **loss.metrics}
+
+    def _loss(self, x: Tensor, labels: Tensor | None):
+        """Labels go to the objective only when there are some, so objectives of unconditional
+        models need not take them."""
+        if labels is None:
+            return self.objective.loss(self.model, x)
+        return self.objective.loss(self.model, x, labels)
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

@@ -25,7 +25,7 @@ from torch import Tensor
 from gentoolkit.data import batch_count, index_batches
 from gentoolkit.distributed import SINGLE, Group
 from gentoolkit.errors import GentoolError
-from gentoolkit.interfaces import Component, ImageData, Model, Trainer
+from gentoolkit.interfaces import Component, ImageData, Model, Sampler, Trainer, conditional
 from gentoolkit.standard import eval_mode
 
 SCHEDULES = {
@@ -170,8 +170,9 @@ class TrainingLoop:
 
     def __init__(self, model: Model, trainer: Trainer, data: ImageData,
                  options: TrainingOptions, callbacks: list[Callback] = (),
-                 state: LoopState | None = None, group: Group = SINGLE):
+                 state: LoopState | None = None, group: Group = SINGLE, grid_sampler: Sampler | None = None):
         self.model = model
+        self.grid_sampler = grid_sampler
         self.group = group
         self.trainer = trainer
         self.options = options
@@ -180,6 +181,19 @@ class TrainingLoop:
         device = model.device
         self.train_data = data.train.to(device)
         self.test_data = data.test.to(device) if data.test is not None else None
+        # Labels travel with the batch, to class-conditional models only.
+        self.train_labels = self.test_labels = None
+        if conditional(model):
+            if data.train_labels is None or (data.test is not None and data.test_labels is None):
+                raise GentoolError(f"model '{model.name}' is class-conditional, but the data set has no class "
+                                   "labels; train it on labelled data (mnist, fashion-mnist, a folder of class "
+                                   "folders) or without --set conditional=true.")
+            self.train_labels = data.train_labels.to(device)
+            self.test_labels = data.test_labels.to(device) if data.test is not None else None
+        if (options.patience or options.keep_best) and trainer.monitor is None:
+            raise GentoolError(f"--patience and --keep-best need a metric that says which epoch is best, and "
+                               f"trainer '{trainer.name}' declares none (its losses do not measure quality); "
+                               "train a fixed number of epochs and compare runs with gentool evaluate.")
         # Between processes every global batch must split evenly, so the last is dropped.
         self.drop_last = trainer.drop_last or group.enabled
         if options.batch_size % group.world_size:
@@ -199,7 +213,6 @@ class TrainingLoop:
         self.autocast = torch.autocast(device.type, dtype=PRECISIONS[options.precision],
                                        enabled=options.precision != "fp32")
         self.shuffle_generator = torch.Generator().manual_seed(options.seed)
-        self.fixed_latent = model.sample_latent(64, _generator(device, options.seed))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -225,8 +238,8 @@ class TrainingLoop:
 
     @property
     def monitor(self) -> str:
-        """The metric early stopping and ``keep_best`` watch: the held-out loss when there is one."""
-        return "test_loss" if self.test_data is not None else "train_loss"
+        """The metric early stopping and ``keep_best`` watch: the trainer's, on held-out data when there is some."""
+        return f"{'test' if self.test_data is not None else 'train'}_{self.trainer.monitor}"
 
     def is_best(self, row: dict[str, Any]) -> bool:
         """Whether ``row`` has the lowest monitored loss of the run so far."""
@@ -285,7 +298,10 @@ class TrainingLoop:
                 self._schedule_lr()
             x = self.model.prepare(self.train_data[index])
             with self.autocast:
-                metrics = self.trainer.train_step(x)
+                if self.train_labels is None:
+                    metrics = self.trainer.train_step(x)
+                else:
+                    metrics = self.trainer.train_step(x, self.train_labels[index])
             # Every metric is checked: a GAN reports d_loss and g_loss, not "loss".
             values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]) if metrics \
                 else torch.zeros(1)
@@ -333,17 +349,29 @@ class TrainingLoop:
                 index = self.group.shard(index)
                 x = self.model.prepare(self.test_data[index], generator)
                 with self.autocast:
-                    metrics = self.trainer.evaluate(x)
+                    if self.test_labels is None:
+                        metrics = self.trainer.evaluate(x)
+                    else:
+                        metrics = self.trainer.evaluate(x, self.test_labels[index])
                 for key, value in metrics.items():
                     value = value.float() * len(index)
                     sums[key] = sums[key] + value if key in sums else value
         return {k: (v / len(self.test_data)).item() for k, v in self.group.sum(sums).items()}
 
 
-    def sample_grid(self) -> Tensor:
-        """Images from the fixed latent batch, to watch one set of samples improve."""
+    def sample_grid(self, n: int = 64) -> Tensor | None:
+        """``n`` images from the grid sampler, drawn with the same noise every epoch so one set
+        of samples can be watched improving; None when the model has no grid sampler."""
+        if self.grid_sampler is None:
+            return None
+        generator = _generator(self.train_data.device, self.options.seed)
+        labels = None
+        if conditional(self.model):  # one row per class
+            labels = (torch.arange(n, device=self.train_data.device) * self.model.num_classes // n)
         with eval_mode(self.model):
-            return self.model.generate(self.fixed_latent)
+            if labels is None:
+                return self.grid_sampler.sample(self.model, n, generator).images
+            return self.grid_sampler.sample(self.model, n, generator, labels).images
 
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:

@@ -77,7 +77,7 @@ def test_shapes_are_binary_uint8_with_labels(tmp_path):
     data = Shapes(Shapes.Config(train_size=300, test_size=50)).load(DataOptions(root=tmp_path))
     assert data.train.shape == (300, 1, 28, 28) and data.test.shape == (50, 1, 28, 28)
     assert data.train.dtype == torch.uint8
-    assert data.spec == ImageSpec(1, 28, 28, binary=True)
+    assert data.spec == ImageSpec(1, 28, 28, binary=True, classes=4)
     assert set(data.train.unique().tolist()) == {0, 255}
     assert data.train_labels.shape == (300,) and set(data.train_labels.tolist()) == {0, 1, 2, 3}
     ink = data.train.flatten(1).float().mean(1) / 255
@@ -231,7 +231,7 @@ def test_mnist_from_the_data_dir(mnist_root):
     data = MNIST().load(DataOptions(root=mnist_root, download=False))
     assert data.train.shape == (60000, 1, 28, 28) and data.test.shape == (10000, 1, 28, 28)
     assert data.train.dtype == torch.uint8 and data.train.max() == 255
-    assert data.spec == ImageSpec(1, 28, 28, binary=True)
+    assert data.spec == ImageSpec(1, 28, 28, binary=True, classes=4)
     assert data.train_labels.shape == (60000,) and set(data.test_labels.tolist()) == set(range(10))
 
 

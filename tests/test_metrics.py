@@ -16,7 +16,18 @@ from torch import Tensor, nn
 
 import gentoolkit.api as gt
 import gentoolkit_metrics
-from gentoolkit import Dataset, GentoolError, ImageData, ImageSpec, Model, binarize, hookimpl, to_unit
+from gentoolkit import (
+    Dataset,
+    GentoolError,
+    ImageData,
+    ImageSpec,
+    Model,
+    binarize,
+    hookimpl,
+    importance_weighted_log_prob,
+    to_unit,
+)
+from gentoolkit.standard import PriorSampler
 from gentoolkit.testing import toolkit_with
 from gentoolkit_metrics import (
     ELBO,
@@ -53,7 +64,8 @@ def evaluate(metric, model: Model, images: Tensor, k: int | None = None, data: I
              batch_size: int = 500, seed: int = 0) -> dict:
     """Call a metric as Run.evaluate does."""
     data = data or ImageData(train=images, test=images, spec=model.spec)
-    return metric.compute(model, images, k=k, batch_size=batch_size, generator=seeded(seed), data=data)
+    return metric.compute(model, images, k=k, batch_size=batch_size, generator=seeded(seed), data=data,
+                          sampler=PriorSampler())
 
 
 # ------------------------------------------------------ linear-Gaussian VAE
@@ -69,6 +81,8 @@ class LinearGaussian(Model):
 
     name = "linear-gaussian"
     s = 0.3
+    nll_kind = "iwae"
+    default_nll_k = 5000
 
     def __init__(self, shift: float = 0.0):
         super().__init__(None, ImageSpec(1, 2, 3))
@@ -94,6 +108,9 @@ class LinearGaussian(Model):
 
     def sample_latent(self, n, generator=None):
         return torch.randn(n, 2, generator=generator, dtype=F64)
+
+    def log_prob(self, x, *, k, generator, max_floats):
+        return importance_weighted_log_prob(self, x, k, generator, max_floats)
 
     def generate(self, z):
         return self.decode(z).clamp(0, 1)
@@ -124,7 +141,7 @@ def test_with_the_exact_posterior_elbo_and_nll_equal_log_px(pixels):
     model = LinearGaussian()
     log_px = model.log_marginal(pixels).mean().item()
     nll = evaluate(NLL(), model, pixels, k=50)
-    assert nll == {"nll": pytest.approx(-log_px, abs=1e-6), "nll_k": 50}  # every importance weight is p(x)
+    assert nll == {"nll": pytest.approx(-log_px, abs=1e-6), "nll_k": 50, "nll_kind": "iwae"}  # every importance weight is p(x)
     elbo = evaluate(ELBO(), model, pixels, k=2000)
     assert elbo["elbo"] == pytest.approx(log_px, abs=0.01)  # only the sampled recon term is noisy
     assert elbo["elbo"] == pytest.approx(-(elbo["kl"] + elbo["recon_nll"]))

@@ -68,7 +68,7 @@ class ExactNLL(Metric):
 
     name = "pixel-nll"
 
-    def compute(self, model, images, *, k, batch_size, generator, data):
+    def compute(self, model, images, *, k, batch_size, generator, data, sampler):
         x = to_unit(images)
         nll = F.binary_cross_entropy_with_logits(model.logits.expand_as(x), x, reduction="none")
         return {"nll": nll.flatten(1).sum(1).mean().item()}

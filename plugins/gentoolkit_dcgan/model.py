@@ -108,6 +108,7 @@ class DCGAN(Model):
     default_trainer = "adversarial"
     default_sampler = "prior"
     recipe = Recipe(lr=2e-4, batch_size=128, epochs=25)
+    standard_normal_prior = True
 
     @dataclass
     class Config:

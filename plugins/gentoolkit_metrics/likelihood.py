@@ -1,17 +1,16 @@
-"""Likelihood metrics of variational models: elbo, nll (importance weighted) and recon.
+"""Likelihood metrics: nll for any model with a likelihood; elbo and recon for variational models.
 
 All three prepare the images the same way: one image at a time on the CPU, with a
 generator seeded by ``--seed`` alone. A Bernoulli VAE's binarised test set is then
 the same for every model, metric, k, batch size and device: the numbers of two runs
 compare, and elbo and nll bound log p(x) of the very same images.
 
-Sums over images and samples run in float64: an NLL averages thousands of
-log-weights near -100 nats, where float32 would lose the digits that matter.
+Sums over images run in float64: an NLL averages log-likelihoods near -100 nats
+per image over thousands of images, where float32 would lose the digits that matter.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gentoolkit import BitsPerDim, ImageData, Metric, Model, VariationalModel, eval_mode, to_unit
+from gentoolkit import (
+    BitsPerDim,
+    ImageData,
+    LatentModel,
+    Likelihood,
+    Metric,
+    Model,
+    Sampler,
+    VariationalModel,
+    eval_mode,
+    posterior_chunks,
+    to_unit,
+)
 from gentoolkit_metrics.checks import sample_count
 
 
@@ -39,29 +50,6 @@ def prepared_batches(model: Model, images: Tensor, batch_size: int,
         yield batch, x.to(model.device)
 
 
-def posterior_chunks(model: Model, x: Tensor, mu: Tensor, logvar: Tensor, k: int, generator: torch.Generator,
-                     max_floats: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Draw k codes per image from q(z|x) = N(mu, exp(logvar)), decoding S of them at a time so
-    that S * batch * pixels stays under ``max_floats``; yield log p(x|z) and log p(z) - log q(z|x),
-    both S x N in float64.
-
-    Each sample index gets its own N x L draw, so the codes do not depend on S.
-    """
-    n = len(x)
-    chunk = max(1, min(k, max_floats // (n * x[0].numel())))
-    std = torch.exp(0.5 * logvar)
-    for start in range(0, k, chunk):
-        s = min(chunk, k - start)
-        eps = torch.stack([torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-                           for _ in range(s)])  # S x N x L
-        z = mu + std * eps  # S x N x L
-        decoded = model.decode(z.flatten(0, 1))  # S*N x ...
-        log_px = model.log_likelihood(x.expand(s, *x.shape).flatten(0, 1), decoded).view(s, n)  # S x N
-        # log N(z; 0, I) - log N(z; mu, sigma^2): the 2 pi terms cancel and (z - mu) / sigma = eps
-        log_ratio = 0.5 * (eps.double().square() + logvar.double() - z.double().square()).sum(-1)  # S x N
-        yield log_px.double(), log_ratio
-
-
 def in_bits(model: Model, key: str, log_likelihood: float) -> dict[str, float]:
     """``{key: bits per dimension}`` where the model can state it, else nothing."""
     bits = model.bits_per_dim(log_likelihood) if isinstance(model, BitsPerDim) else None
@@ -70,8 +58,8 @@ def in_bits(model: Model, key: str, log_likelihood: float) -> dict[str, float]:
 
 @dataclass
 class LikelihoodConfig:
-    # decoder outputs held at once (importance samples x batch x pixels): bounds memory for any k;
-    # 1M floats (4 MB) measured fastest on CPU, where bigger blocks cost more in page faults than they save
+    # intermediate floats held at once (for a VAE: importance samples x batch x pixels): bounds memory
+    # for any k; 1M floats (4 MB) measured fastest on CPU, where bigger blocks cost more in page faults
     max_floats: int = 1 << 20
 
 
@@ -84,7 +72,7 @@ class ELBO(Metric):
     Config = LikelihoodConfig
 
     def compute(self, model: Model, images: Tensor, *, k: int | None, batch_size: int,
-                generator: torch.Generator, data: ImageData) -> dict[str, Any]:
+                generator: torch.Generator, data: ImageData, sampler: Sampler) -> dict[str, Any]:
         k = sample_count(self.name, k, 1)
         recon_nll = kl = 0.0
         with eval_mode(model):
@@ -101,36 +89,33 @@ class ELBO(Metric):
 
 
 class NLL(Metric):
-    """Negative log-likelihood in nats per image, importance weighted with k samples (Burda et al. 2015)."""
+    """Negative log-likelihood in nats per image: exact (flows), importance weighted (VAEs) or a bound."""
 
     name = "nll"
-    requires = (VariationalModel,)
+    requires = (Likelihood,)
     Config = LikelihoodConfig
 
     def compute(self, model: Model, images: Tensor, *, k: int | None, batch_size: int,
-                generator: torch.Generator, data: ImageData) -> dict[str, Any]:
-        k = sample_count(self.name, k, 5000)
+                generator: torch.Generator, data: ImageData, sampler: Sampler) -> dict[str, Any]:
+        k = None if model.default_nll_k is None else sample_count(self.name, k, model.default_nll_k)
         log_px_total = 0.0
         with eval_mode(model):
             for _, x in prepared_batches(model, images, batch_size, generator):
-                mu, logvar = model.encode(x)
-                # log sum_k w_k over all chunks, as a running logsumexp
-                log_sum = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
-                for log_px, log_ratio in posterior_chunks(model, x, mu, logvar, k, generator, self.config.max_floats):
-                    log_sum = torch.logaddexp(log_sum, (log_px + log_ratio).logsumexp(0))
-                log_px_total += (log_sum - math.log(k)).sum().item()
+                log_px = model.log_prob(x, k=k, generator=generator, max_floats=self.config.max_floats)
+                log_px_total += log_px.double().sum().item()
         nll = -log_px_total / len(images)
-        return {"nll": nll, "nll_k": k, **in_bits(model, "nll_bits_per_dim", -nll)}
+        samples = {} if k is None else {"nll_k": k}
+        return {"nll": nll, **samples, **in_bits(model, "nll_bits_per_dim", -nll), "nll_kind": model.nll_kind}
 
 
 class Reconstruction(Metric):
     """Error between images and their reconstructions generate(mean of q(z|x)), per image (lower is better)."""
 
     name = "recon"
-    requires = (VariationalModel,)
+    requires = (VariationalModel, LatentModel)
 
     def compute(self, model: Model, images: Tensor, *, k: int | None, batch_size: int,
-                generator: torch.Generator, data: ImageData) -> dict[str, Any]:
+                generator: torch.Generator, data: ImageData, sampler: Sampler) -> dict[str, Any]:
         squared = cross_entropy = 0.0
         with eval_mode(model):
             for batch, x in prepared_batches(model, images, batch_size, generator):

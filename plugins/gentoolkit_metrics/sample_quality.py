@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from gentoolkit import GentoolError, ImageData, Metric, Model, eval_mode
+from gentoolkit import GentoolError, ImageData, Metric, Model, Sampler
 from gentoolkit_metrics.checks import sample_count
 from gentoolkit_metrics.distances import frechet_distance, kernel_distance, precision_recall
 from gentoolkit_metrics.features import Features, FeatureSpace, feature_space
@@ -22,15 +22,14 @@ from gentoolkit_metrics.features import Features, FeatureSpace, feature_space
 DEFAULT_IMAGES = 10_000  # generated images when k is not given (fewer if the split is smaller)
 
 
-def generated_features(model: Model, space: FeatureSpace, n: int, batch_size: int,
+def generated_features(model: Model, sampler: Sampler, space: FeatureSpace, n: int, batch_size: int,
                        generator: torch.Generator) -> Tensor:
-    """Features of ``n`` images from the model's prior, each rounded to 8 bits as the real
-    images are (and as saving them would)."""
+    """Features of ``n`` images drawn with ``sampler``, ``batch_size`` at a time, each rounded to
+    8 bits as the real images are (and as saving them would)."""
     chunks = []
-    with eval_mode(model):
-        for start in range(0, n, batch_size):
-            images = model.generate(model.sample_latent(min(batch_size, n - start), generator))
-            chunks.append(space.embed(images.mul(255).round().clamp(0, 255).to(torch.uint8), batch_size))
+    for start in range(0, n, batch_size):
+        images = sampler.sample(model, min(batch_size, n - start), generator).images
+        chunks.append(space.embed(images.mul(255).round().clamp(0, 255).to(torch.uint8), batch_size))
     return torch.cat(chunks)
 
 
@@ -48,14 +47,14 @@ class SampleQuality(Metric):
         features: Features = "auto"
 
     def compute(self, model: Model, images: Tensor, *, k: int | None, batch_size: int,
-                generator: torch.Generator, data: ImageData) -> dict[str, Any]:
+                generator: torch.Generator, data: ImageData, sampler: Sampler) -> dict[str, Any]:
         n = sample_count(self.name, k, min(DEFAULT_IMAGES, len(images)))
         if min(n, len(images)) < self.min_images:
             raise GentoolError(f"{self.name} needs at least {self.min_images} real and {self.min_images} generated "
                                f"images; got {len(images)} real and k={n}.")
         space = feature_space(self.config.features, data, images.device, self.name)
         real = space.embed(images, batch_size)
-        fake = generated_features(model, space, n, batch_size, generator)
+        fake = generated_features(model, sampler, space, n, batch_size, generator)
         return {**self.compare(real, fake, generator), f"{self.key}_k": n, f"{self.key}_features": space.name}
 
     @abstractmethod

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
-from gentoolkit import DiscriminatorScored, GentoolError, Model, Sampler, Samples, eval_mode, hookimpl
+from gentoolkit import DiscriminatorScored, GentoolError, LatentModel, Model, Sampler, Samples, eval_mode, hookimpl
 
 
 class RankingSampler(Sampler):
     """Draw many candidates and keep the best by discriminator score."""
 
     name = "ranking"
-    requires = (DiscriminatorScored,)
+    requires = (LatentModel, DiscriminatorScored)
 
     @dataclass
     class Config:
@@ -31,17 +31,22 @@ class RankingSampler(Sampler):
                 if getattr(self, key) <= 0:
                     raise ValueError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(self, key)}")
 
-    def sample(self, model: Model, n: int, generator: torch.Generator) -> Samples:
-        """The ``n`` best of ``candidates`` images, best first, with their scores."""
+    def sample(self, model: Model, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> Samples:
+        """The ``n`` best of ``candidates`` images, best first, with their scores.
+
+        A class-conditional model draws every candidate of the one class asked for."""
         candidates = self.config.candidates
         if candidates < n:
             raise GentoolError(f"--candidates must be at least -n ({n}), got {candidates}: "
                                "the ranking sampler keeps the best n of its candidates.")
+        if labels is not None and not bool((labels == labels[0]).all()):
+            raise GentoolError("the ranking sampler keeps the best of one pool of candidates; ask for one --label.")
         images = scores = None
         with eval_mode(model):
             for start in range(0, candidates, self.config.batch_size):
                 count = min(self.config.batch_size, candidates - start)
-                batch = model.generate(model.sample_latent(count, generator))
+                z = model.sample_latent(count, generator)
+                batch = model.generate(z) if labels is None else model.generate(z, labels[:1].expand(count))
                 batch_scores = model.discriminator_score(batch).float()
                 if images is not None:
                     batch = torch.cat([images, batch])

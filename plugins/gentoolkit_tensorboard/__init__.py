@@ -29,7 +29,9 @@ class TensorBoard(Callback):
         for key, value in row.items():
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
-        self.writer.add_images("samples", loop.sample_grid(), row["epoch"])
+        images = loop.sample_grid()
+        if images is not None:
+            self.writer.add_images("samples", images, row["epoch"])
         self.writer.flush()
 
     def on_fit_end(self, loop, error: BaseException | None) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from gentoolkit import ImageSpec, Model, Recipe, binarize, to_unit
+from gentoolkit import ImageSpec, Model, Recipe, binarize, importance_weighted_log_prob, to_unit
 from gentoolkit_vae import maths
 from gentoolkit_vae.networks import conv_networks, mlp_networks
 
@@ -59,6 +59,9 @@ class VAE(Model):
     # in the same 20 epochs that beats the article's own loop (docs/benchmarks.md)
     recipe = Recipe(lr=1e-3, batch_size=128, epochs=20)
     Config = VAEConfig
+    standard_normal_prior = True
+    nll_kind = "iwae"
+    default_nll_k = 5000  # importance samples per image, as in Burda et al. 2015
 
     def __init__(self, config: VAEConfig, spec: ImageSpec):
         super().__init__(config, spec)
@@ -83,6 +86,10 @@ class VAE(Model):
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+
+    def log_prob(self, x: Tensor, *, k: int | None, generator: torch.Generator, max_floats: int) -> Tensor:
+        """log p(x) estimated with k importance samples from q(z|x) (the IWAE bound)."""
+        return importance_weighted_log_prob(self, x, k or self.default_nll_k, generator, max_floats)
 
 
 class BernoulliVAE(VAE):
