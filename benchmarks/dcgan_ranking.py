@@ -65,7 +65,7 @@ def main() -> None:
             gentool("fit", "--resume", str(args.run_dir), "--epochs", str(epoch), "--quiet")
         run = gt.load_run(args.run_dir)
         if epoch == 1:
-            data = gt.load_data(run.toolkit, run.config["dataset"])
+            data = gt.load_data(run.toolkit, run.config.dataset)
             space = classifier_features(data, torch.device("cpu"), "fid")
             real = space.embed(data.test, 500)
         for label, (name, options) in samplers.items():

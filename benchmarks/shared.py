@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gentoolkit import checkpoint
+from gentoolkit.rundir import RunDir
 
 # The convolutional VAE recipe both VAE quality scripts train: `gentool fit` flags.
 CONV_RECIPE = ["--epochs", "20", "--lr", "1e-3", "--lr-schedule", "cosine", "--set", "arch=conv",
@@ -33,6 +33,6 @@ def timed(work: Callable[[], object]) -> float:
 def fit_once(run_dir: Path, fit_args: list[str]) -> float:
     """Train with ``gentool fit FIT_ARGS --run-dir RUN_DIR`` unless that run is already there;
     the training minutes either way (a finished run's come from its metrics.jsonl)."""
-    if (run_dir / checkpoint.WEIGHTS).exists():
-        return sum(row["seconds"] for row in checkpoint.read_metrics(run_dir / checkpoint.METRICS)) / 60
+    if (run_dir / RunDir.WEIGHTS).exists():
+        return sum(row["seconds"] for row in RunDir(run_dir).metrics()) / 60
     return timed(lambda: gentool("fit", *fit_args, "--run-dir", str(run_dir)))

@@ -15,6 +15,7 @@ The script prints a Markdown table and writes the test-ELBO-per-epoch plot.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -29,6 +30,7 @@ import gentoolkit.api as gt
 from gentoolkit import checkpoint
 from gentoolkit.plots import plot_metrics
 from gentoolkit.registry import get_toolkit
+from gentoolkit.rundir import RunDir
 
 RECIPES = {  # run folder: (description, gentool fit flags)
     "default": ("`gentool fit vae`: the article's MLP 784-400-20, batch 128, 20 epochs; Adam 1e-3",
@@ -47,9 +49,11 @@ def article_run(run_dir: Path, like: Path, epochs: int) -> float:
     torch.manual_seed(0)
     article = Article(str(gt.data_root()))
     minutes = timed(lambda: [article.epoch() for _ in range(epochs)])
-    config = checkpoint.read_json(like / checkpoint.CONFIG)
-    config["trainer"] = config["objective"] = None  # trained outside gentoolkit
-    config["training"] = {"loop": "benchmarks/vae_speed.py Article", "epochs": epochs, "lr": 3e-4, "seed": 0}
+    # The same MLP as the gentoolkit run in ``like``, with the article's training options
+    # (its own loop trained it, so trainer and objective are those of the equivalent gentoolkit run).
+    like_config = gt.load_run(like).config
+    config = dataclasses.replace(like_config, training=dataclasses.replace(like_config.training, epochs=epochs,
+                                                                           lr=3e-4, seed=0))
     model = gt.build_model(get_toolkit(), config)
     net = article.model
     weights = {  # the article's layers in the order of the MLP's Linear layers
@@ -61,9 +65,8 @@ def article_run(run_dir: Path, like: Path, epochs: int) -> float:
     }
     model.load_state_dict({f"{layer}.{kind}": tensor for layer, pair in weights.items()
                            for kind, tensor in zip(("weight", "bias"), pair, strict=True)})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
-    checkpoint.save_weights(model, run_dir / checkpoint.WEIGHTS)
+    RunDir(run_dir).write_config(config.to_json())
+    checkpoint.save_weights(model, run_dir / RunDir.WEIGHTS)
     return minutes
 
 
@@ -81,9 +84,9 @@ def main() -> None:
         if name == "article":
             description = "the article's own loop, maths fixed: DataLoader, grey levels, 20 epochs"
             command = "python benchmarks/vae_quality.py (Article from benchmarks/vae_speed.py, 20 epochs)"
-            if not (args.runs_dir / "default" / checkpoint.CONFIG).exists():
+            if not (args.runs_dir / "default" / RunDir.CONFIG).exists():
                 sys.exit("the article's run borrows the default recipe's config.json: run that recipe first")
-            trained = (run_dir / checkpoint.WEIGHTS).exists()  # its minutes are not kept: report them once
+            trained = (run_dir / RunDir.WEIGHTS).exists()  # its minutes are not kept: report them once
             minutes = float("nan") if trained else article_run(run_dir, args.runs_dir / "default", 20)
         else:
             description, flags = RECIPES[name]
@@ -106,7 +109,7 @@ def main() -> None:
     print()
     for name, command, *_ in rows:
         print(f"- {name.split()[0]}: `{command}`")
-    curves = {name: checkpoint.read_metrics(args.runs_dir / name / checkpoint.METRICS) for name in RECIPES}
+    curves = {name: RunDir(args.runs_dir / name).metrics() for name in RECIPES}
     args.plot.parent.mkdir(parents=True, exist_ok=True)
     plot_metrics(curves, ["test_elbo"], args.plot, title="Bernoulli VAE on MNIST: test ELBO per epoch")
     print(f"\nplot: {args.plot}")

@@ -4,12 +4,12 @@
     run = gt.fit("vae", dataset="mnist", epochs=5)
     images = run.sample(64).images        # N x C x H x W in [0, 1]
     run = gt.load_run("runs/bernoulli-vae/20261126-120000")
+    run.config                            # the typed RunConfig, run.config.to_json() is config.json
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +21,13 @@ import torch
 
 from gentoolkit import __version__, checkpoint
 from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGrids
-from gentoolkit.config import apply_overrides, from_dict, split_assignment, to_dict
+from gentoolkit.config import apply_overrides, split_assignment
 from gentoolkit.distributed import Group, process_group
 from gentoolkit.errors import GentoolError
-from gentoolkit.interfaces import DataOptions, ImageData, ImageSpec, Model, Sampler, Samples
+from gentoolkit.interfaces import DataOptions, ImageData, Model, Sampler, Samples
 from gentoolkit.registry import Toolkit, get_toolkit, require_fit
+from gentoolkit.runconfig import ComponentConfig, DataSource, RunConfig
+from gentoolkit.rundir import RunDir
 from gentoolkit.training import (
     Callback,
     EpochProgress,
@@ -85,22 +87,26 @@ class Run:
     """A run directory: its config, metrics and (loaded on first use) its model."""
 
     path: Path
-    config: dict[str, Any]
+    config: RunConfig
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     toolkit: Toolkit = field(default_factory=get_toolkit, repr=False)
-    weights: str = checkpoint.WEIGHTS  # or checkpoint.BEST_WEIGHTS
+    weights: str = RunDir.WEIGHTS  # or RunDir.BEST_WEIGHTS
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.path)
 
     @cached_property
     def model(self) -> Model:
         """The trained model, rebuilt from config.json and the safetensors weights."""
         model = build_model(self.toolkit, self.config)
-        checkpoint.load_weights(model, self.path / self.weights)
+        self.dir.load_weights(model, self.weights)
         return model.to(self.device).eval()
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl, one per epoch."""
-        return checkpoint.read_metrics(self.path / checkpoint.METRICS)
+        return self.dir.metrics()
 
     def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
                  batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = (),
@@ -130,12 +136,12 @@ class Run:
             raise GentoolError(f"--k must be a positive integer, got {k}.")
         if batch_size <= 0:
             raise GentoolError(f"--batch-size must be a positive integer, got {batch_size}.")
-        data = load_data(self.toolkit, self.config["dataset"])
+        data = load_data(self.toolkit, self.config.dataset)
         images = {"train": data.train, "test": data.test}.get(split)
         if split not in ("train", "test"):
             raise GentoolError(f"--split {split}: use train or test.")
         if images is None:
-            raise GentoolError(f"data set '{self.config['dataset']['name']}' has no {split} split.")
+            raise GentoolError(f"data set '{self.config.dataset.name}' has no {split} split.")
         if not isinstance(images, torch.Tensor):
             raise GentoolError(f"the {split} split is streamed from disk (too large for memory); "
                                "gentool evaluate needs it decoded in memory.")
@@ -191,17 +197,20 @@ def class_labels(model: Model, n: int, label: int | None) -> torch.Tensor | None
     return torch.full((n,), label, dtype=torch.long, device=model.device)
 
 
-def build_model(toolkit: Toolkit, config: Mapping[str, Any]) -> Model:
-    """Rebuild the (untrained) model a run's config.json describes."""
+def build_model(toolkit: Toolkit, config: RunConfig) -> Model:
+    """Build the (untrained) model a run config describes, checking that its state can be saved."""
+    entry = toolkit.models.entry(config.model.name)
     try:
-        name = config["model"]["name"]
-        spec = ImageSpec(**config["image_spec"])
-        values = config["model"]["config"]
-    except (KeyError, TypeError):
-        raise GentoolError("config.json does not describe a gentoolkit model; "
-                           "the run was written by another program or is damaged.") from None
-    cls = toolkit.models.get(name)
-    return cls(from_dict(cls.Config, values), spec)
+        model = entry.cls(config.model.config, config.image_spec)
+    except ValueError as exc:  # the model refuses the data's shape or an option combination
+        raise GentoolError(f"model '{entry.name}': {exc}") from None
+    shared = checkpoint.shared_tensors(model)
+    if shared:
+        groups = "; ".join(" and ".join(f"'{name}'" for name in group) for group in shared)
+        raise GentoolError(f"model '{entry.name}' from plugin '{entry.plugin}' ({entry.distribution}) cannot be "
+                           f"saved: its state has tensors that share memory ({groups}), which safetensors cannot "
+                           "store; the plugin must register a copy (tensor.clone()) or one of them only.")
+    return model
 
 
 def grid_sampler(toolkit: Toolkit, model: Model) -> Sampler:
@@ -212,44 +221,52 @@ def grid_sampler(toolkit: Toolkit, model: Model) -> Sampler:
     return sampler_cls(apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'"))
 
 
-def load_data(toolkit: Toolkit, dataset: Mapping[str, Any]) -> ImageData:
-    """Load the data set a run's config.json describes (its ``"dataset"`` entry)."""
-    data_cls = toolkit.datasets.get(dataset["name"])
-    return data_cls(from_dict(data_cls.Config, dataset["config"])).load(DataOptions(
-        root=Path(dataset["root"]), data_dir=Path(dataset["data_dir"]) if dataset["data_dir"] else None,
-        download=dataset["download"], image_size=dataset["image_size"]))
+def load_data(toolkit: Toolkit, source: DataSource) -> ImageData:
+    """Load the data set a run config names."""
+    data_cls = toolkit.datasets.get(source.name)
+    return data_cls(source.config).load(DataOptions(root=source.root, data_dir=source.data_dir,
+                                                    download=source.download, image_size=source.image_size))
 
 
 def load_run(path: str | os.PathLike, device: str = "cpu", best: bool = False) -> Run:
     """Open a run directory, checking it is one; ``best`` picks the weights kept by ``keep_best``."""
-    path = checkpoint.check_run_dir(Path(path))
-    config = checkpoint.read_json(path / checkpoint.CONFIG)
-    if not isinstance(config, dict) or "model" not in config:
-        raise GentoolError(f"{path / checkpoint.CONFIG} is not a gentoolkit run config.")
-    weights = checkpoint.BEST_WEIGHTS if best else checkpoint.WEIGHTS
-    if not (path / weights).is_file():
-        raise GentoolError(f"{path} has no {weights}; train with --keep-best to keep the best epoch.")
-    return Run(path, config, resolve_device(device), weights=weights)
+    weights = RunDir.BEST_WEIGHTS if best else RunDir.WEIGHTS
+    run_dir = RunDir(path).check(weights)
+    toolkit = get_toolkit()
+    config = RunConfig.from_json(run_dir.read_config(), toolkit, run_dir.path / RunDir.CONFIG)
+    return Run(run_dir.path, config, resolve_device(device), toolkit, weights=weights)
 
 
 def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "cpu",
                best: bool = False) -> Run:
     """The newest run of ``model`` (a name or alias) under ``runs_dir``."""
     name = get_toolkit().models.entry(model).name
-    return load_run(checkpoint.latest_run_dir(Path(runs_dir), name), device, best)
+    return load_run(RunDir.latest(runs_dir, name).path, device, best)
 
 
 @dataclass
 class _Plan:
-    """Every component and option of a fit, resolved and checked before any work starts."""
+    """Every component and option of a fit, resolved and checked before any work starts;
+    the run config is complete once the data (and so the image spec) is known."""
 
-    config: dict[str, Any]
+    model: ComponentConfig
+    objective: ComponentConfig
+    trainer: ComponentConfig
+    dataset: DataSource
     options: TrainingOptions
     device: torch.device
+    callbacks: list[str]
+
+    def run_config(self, data: ImageData) -> RunConfig:
+        dataset = dataclasses.replace(self.dataset, train_size=len(data.train),
+                                      test_size=len(data.test) if data.test is not None else 0)
+        return RunConfig(model=self.model, objective=self.objective, trainer=self.trainer, dataset=dataset,
+                         training=self.options, device=str(self.device), image_spec=data.spec,
+                         callbacks=self.callbacks, gentoolkit_version=__version__)
 
 
 def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, image_size, epochs,
-          batch_size, lr, max_steps, seed, device, objective, trainer, overrides, goals) -> _Plan:
+          batch_size, lr, max_steps, seed, device, objective, trainer, overrides, goals, callbacks) -> _Plan:
     model_entry = toolkit.models.entry(model)
     model_cls = model_entry.cls
     data_cls = toolkit.datasets.get(dataset)
@@ -259,12 +276,6 @@ def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, ima
         raise GentoolError(f"trainer '{trainer_cls.name}' cannot optimise objective "
                            f"'{objective_cls.name}': it needs a {trainer_cls.objective_type.__name__}.")
     sets = split_overrides(overrides)
-    configs = {
-        "model": apply_overrides(model_cls.Config(), sets["model"], f"model '{model_cls.name}'"),
-        "objective": apply_overrides(objective_cls.Config(), sets["objective"], f"objective '{objective_cls.name}'"),
-        "trainer": apply_overrides(trainer_cls.Config(), sets["trainer"], f"trainer '{trainer_cls.name}'"),
-        "data": apply_overrides(data_cls.Config(), sets["data"], f"dataset '{data_cls.name}'"),
-    }
     if image_size is not None and image_size <= 0:
         raise GentoolError(f"--image-size must be a positive integer, got {image_size}.")
     recipe = model_cls.recipe
@@ -272,61 +283,60 @@ def _plan(toolkit: Toolkit, model: str, dataset: str, *, data_dir, download, ima
                               batch_size=recipe.batch_size if batch_size is None else batch_size,
                               lr=recipe.lr if lr is None else lr, max_steps=max_steps, seed=seed,
                               **goals)
-    resolved = resolve_device(device)
-    root = data_root(data_dir)
-    config = {
-        "gentoolkit_version": __version__,
-        "model": {"name": model_cls.name, "plugin": model_entry.plugin,
-                  "distribution": model_entry.distribution,
-                  "version": toolkit.plugins[model_entry.plugin].version,
-                  "config": to_dict(configs["model"])},
-        "objective": {"name": objective_cls.name, "config": to_dict(configs["objective"])},
-        "trainer": {"name": trainer_cls.name, "config": to_dict(configs["trainer"])},
-        "dataset": {"name": data_cls.name, "config": to_dict(configs["data"]), "root": str(root),
-                    "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
-                    "download": download, "image_size": image_size},
-        "training": {**dataclasses.asdict(options), "device": str(resolved)},
-    }
-    return _Plan(config, options, resolved)
+    if (options.patience or options.keep_best) and trainer_cls.monitor is None:
+        raise GentoolError(f"--patience and --keep-best need a metric that says which epoch is best, and trainer "
+                           f"'{trainer_cls.name}' declares none (its losses do not measure quality); train a "
+                           "fixed number of epochs and compare runs with gentool evaluate.")
+    return _Plan(
+        model=ComponentConfig(model_cls.name, apply_overrides(model_cls.Config(), sets["model"],
+                                                              f"model '{model_cls.name}'"),
+                              model_entry.plugin, model_entry.distribution,
+                              toolkit.plugins[model_entry.plugin].version),
+        objective=ComponentConfig(objective_cls.name, apply_overrides(
+            objective_cls.Config(), sets["objective"], f"objective '{objective_cls.name}'")),
+        trainer=ComponentConfig(trainer_cls.name, apply_overrides(
+            trainer_cls.Config(), sets["trainer"], f"trainer '{trainer_cls.name}'")),
+        dataset=DataSource(data_cls.name, apply_overrides(data_cls.Config(), sets["data"],
+                                                          f"dataset '{data_cls.name}'"),
+                           root=data_root(data_dir), data_dir=Path(data_dir).resolve() if data_dir else None,
+                           download=download, image_size=image_size),
+        options=options, device=resolve_device(device),
+        callbacks=[toolkit.callbacks.entry(name).name for name in callbacks])
 
 
-def _start(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, device: torch.device,
-           run_dir: Path, *, progress: bool, callbacks: Sequence[Callback], state: LoopState | None,
-           resume_state: dict[str, Any] | None = None) -> Run:
+def _start(toolkit: Toolkit, run_dir: RunDir, device: torch.device, *, plan: _Plan | None = None,
+           config: RunConfig | None = None, progress: bool, callbacks: Sequence[Callback],
+           state: LoopState | None = None, resume_state: dict[str, Any] | None = None) -> Run:
     """Join the process group if torchrun started us, then train; shared by fit and resume."""
     with process_group(device) as (group, device):
-        run_dir = Path(group.broadcast(str(run_dir)))  # rank 0 named it (timestamps differ)
-        return _train(toolkit, config, options, device, run_dir, progress=progress, callbacks=callbacks,
+        run_dir = RunDir(group.broadcast(str(run_dir.path)))  # rank 0 named it (timestamps differ)
+        return _train(toolkit, run_dir, device, plan=plan, config=config, progress=progress, callbacks=callbacks,
                       state=state, resume_state=resume_state, group=group)
 
 
-def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, device: torch.device,
-           run_dir: Path, *, progress: bool, callbacks: Sequence[Callback], state: LoopState | None,
+def _train(toolkit: Toolkit, run_dir: RunDir, device: torch.device, *, plan: _Plan | None,
+           config: RunConfig | None, progress: bool, callbacks: Sequence[Callback], state: LoopState | None,
            resume_state: dict[str, Any] | None, group: Group) -> Run:
-    """Load the data, build the components and run the loop."""
+    """Load the data, complete the run config, build the components and run the loop."""
+    options = plan.options if plan is not None else config.training
     torch.manual_seed(options.seed)
-    data = load_data(toolkit, config["dataset"])
-    config["image_spec"] = {"channels": data.spec.channels, "height": data.spec.height,
-                            "width": data.spec.width, "binary": data.spec.binary}
-    config["dataset"].update(train_size=len(data.train),
-                             test_size=len(data.test) if data.test is not None else 0)
+    data = load_data(toolkit, plan.dataset if plan is not None else config.dataset)
+    if config is None:
+        config = plan.run_config(data)
     model = build_model(toolkit, config).to(device)
     group.sync_module(model)
     torch.manual_seed(options.seed + group.rank)  # the same weights, different noise per process
-    objective_cls = toolkit.objectives.get(config["objective"]["name"])
-    objective = objective_cls(from_dict(objective_cls.Config, config["objective"]["config"]))
+    objective_cls = toolkit.objectives.get(config.objective.name)
+    objective = objective_cls(config.objective.config)
     require_fit("objective", objective_cls, model)
-    trainer_cls = toolkit.trainers.get(config["trainer"]["name"])
-    trainer = trainer_cls(model, objective, from_dict(trainer_cls.Config, config["trainer"]["config"]),
-                          options.lr)
+    trainer = toolkit.trainers.get(config.trainer.name)(model, objective, config.trainer.config, options.lr)
     if resume_state is not None:  # weights, optimisers and random streams as they were
-        checkpoint.load_checked(model, resume_state["model"], run_dir / checkpoint.TRAINER_STATE)
+        run_dir.load_state_weights(model, resume_state)
         trainer.load_state_dict(resume_state["trainer"])
     hooks: list[Callback] = []
     if group.is_main:  # only rank 0 writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
-        named = [toolkit.callbacks.get(name)(run_dir) for name in config.get("callbacks", [])]
+        run_dir.write_config(config.to_json())
+        named = [toolkit.callbacks.get(name)(run_dir) for name in config.callbacks]
         hooks = [MetricsLog(run_dir), SampleGrids(run_dir), Checkpoints(run_dir), *named, *callbacks]
         if progress:
             hooks.insert(0, ProgressBar())
@@ -336,9 +346,9 @@ def _train(toolkit: Toolkit, config: dict[str, Any], options: TrainingOptions, d
     try:
         loop.run()
     except Interrupted as exc:
-        exc.run_dir = run_dir if loop.state.step > 0 else None
+        exc.run_dir = run_dir.path if loop.state.step > 0 else None
         raise
-    run = Run(run_dir, config, device, toolkit)
+    run = Run(run_dir.path, config, device, toolkit)
     run.__dict__["model"] = model.eval()  # already loaded: skip the cached_property's reload
     return run
 
@@ -364,45 +374,35 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
                  epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                  device=device, objective=objective, trainer=trainer, overrides=overrides,
                  goals={"precision": precision, "lr_schedule": lr_schedule, "patience": patience,
-                        "keep_best": keep_best, "on_nan": on_nan})
-    plan.config["callbacks"] = [toolkit.callbacks.entry(name).name for name in callback_names]
-    path = Path(run_dir) if run_dir else checkpoint.new_run_dir(Path(runs_dir), plan.config["model"]["name"])
-    if (path / checkpoint.CONFIG).exists():
-        raise GentoolError(f"{path} already holds a run; continue it with --resume {path}, "
+                        "keep_best": keep_best, "on_nan": on_nan}, callbacks=callback_names)
+    target = RunDir(run_dir) if run_dir else RunDir.new(runs_dir, plan.model.name)
+    if target.holds_run():
+        raise GentoolError(f"{target} already holds a run; continue it with --resume {target}, "
                            "or choose another --run-dir.")
-    return _start(toolkit, plan.config, plan.options, plan.device, path, progress=progress,
-                  callbacks=callbacks, state=None)
-
-
-def _trim_metrics(path: Path, epochs: int) -> list[dict[str, Any]]:
-    """Keep the metrics rows of the epochs the checkpoint holds; drop any written after it
-    (a run killed between logging an epoch and saving it) and a half-written last line."""
-    metrics = path / checkpoint.METRICS
-    rows = [row for row in checkpoint.read_metrics(metrics) if row.get("epoch", 0) <= epochs]
-    checkpoint.atomic_write(metrics, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
-    return rows
+    return _start(toolkit, target, plan.device, plan=plan, progress=progress, callbacks=callbacks)
 
 
 def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: int | None = None,
            device: str | None = None, progress: bool = False, callbacks: Sequence[Callback] = ()) -> Run:
     """Continue a run where its last checkpoint stopped; ``epochs`` is the new total."""
-    path = checkpoint.check_run_dir(Path(run_dir))
-    config = checkpoint.read_json(path / checkpoint.CONFIG)
-    state = checkpoint.load_state(path / checkpoint.TRAINER_STATE)
-    training = config["training"]
+    target = RunDir(run_dir).check()
+    toolkit = get_toolkit()
+    config = RunConfig.from_json(target.read_config(), toolkit, target.path / RunDir.CONFIG)
+    state = target.load_state()
+    changes: dict[str, Any] = {}
     if epochs is not None:
-        training["epochs"] = epochs
+        changes["epochs"] = epochs
     if max_steps is not None:
-        training["max_steps"] = max_steps
+        changes["max_steps"] = max_steps
+    config.training = dataclasses.replace(config.training, **changes)
     if device is not None:
-        training["device"] = str(resolve_device(device))
-    options = TrainingOptions(**{f.name: training[f.name] for f in dataclasses.fields(TrainingOptions)
-                                 if f.name in training})
-    history = _trim_metrics(path, state["epoch"])
+        config.device = str(resolve_device(device))
+    options = config.training
+    history = target.trim_metrics(state["epoch"])
     partial = EpochProgress(**state["partial"]) if state.get("partial") else None
     loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)
     if loop_state.epoch >= options.epochs or (options.max_steps and loop_state.step >= options.max_steps):
-        raise GentoolError(f"{path} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
+        raise GentoolError(f"{target} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
                            "pass a larger total with --epochs (or --max-steps).")
-    return _start(get_toolkit(), config, options, resolve_device(training["device"]), path,
-                  progress=progress, callbacks=callbacks, state=loop_state, resume_state=state)
+    return _start(toolkit, target, resolve_device(config.device), config=config, progress=progress,
+                  callbacks=callbacks, state=loop_state, resume_state=state)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Any
 
@@ -18,7 +17,6 @@ from rich.progress import (
 )
 from torch import Tensor
 
-from gentoolkit import checkpoint
 from gentoolkit.images import save_grid
 from gentoolkit.training import Callback, TrainingLoop
 
@@ -74,8 +72,7 @@ class MetricsLog(Callback):
     """Appends each epoch's metrics to ``metrics.jsonl``, one JSON object per line."""
 
     def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
-        with open(self.run_dir / checkpoint.METRICS, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        self.run_dir.append_metrics(row)
 
 
 class SampleGrids(Callback):
@@ -83,11 +80,8 @@ class SampleGrids(Callback):
 
     def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
         images = loop.sample_grid()
-        if images is None:
-            return
-        folder = self.run_dir / checkpoint.SAMPLES
-        folder.mkdir(parents=True, exist_ok=True)
-        save_grid(images, folder / f"epoch-{row['epoch']:03d}.png")
+        if images is not None:
+            save_grid(images, self.run_dir.sample_grid_path(row["epoch"]))
 
 
 class Checkpoints(Callback):
@@ -96,9 +90,8 @@ class Checkpoints(Callback):
     def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
         self.save(loop)
         if loop.options.keep_best and loop.is_best(row):
-            checkpoint.save_weights(loop.model, self.run_dir / checkpoint.BEST_WEIGHTS)
-            checkpoint.write_json(self.run_dir / checkpoint.BEST_INFO,
-                                  {"epoch": row["epoch"], "step": row["step"], loop.monitor: row[loop.monitor]})
+            self.run_dir.save_best(loop.model, {"epoch": row["epoch"], "step": row["step"],
+                                                loop.monitor: row[loop.monitor]})
 
     def on_fit_end(self, loop: TrainingLoop, error: BaseException | None) -> None:
         if isinstance(error, KeyboardInterrupt) and loop.state.step > 0:
@@ -106,8 +99,7 @@ class Checkpoints(Callback):
 
     def save(self, loop: TrainingLoop) -> None:
         partial = loop.state.partial
-        checkpoint.save_state(self.run_dir / checkpoint.TRAINER_STATE, {
+        self.run_dir.save_checkpoint(loop.model, {
             "model": loop.model.state_dict(), "trainer": loop.trainer.state_dict(), "rng": loop.rng_state(),
             "epoch": loop.state.epoch, "step": loop.state.step,
             "partial": dataclasses.asdict(partial) if partial is not None else None})
-        checkpoint.save_weights(loop.model, self.run_dir / checkpoint.WEIGHTS)

@@ -1,24 +1,13 @@
-"""Run directories and checkpoints: JSON and safetensors only, written atomically.
-
-A run directory holds::
-
-    config.json          what to rebuild: model name and config, data, training options
-    model.safetensors    the model's weights
-    trainer.safetensors  everything to resume, in one file: weights, optimisers, RNG
-                         states, counters (the non-tensor part as JSON in its metadata)
-    metrics.jsonl        one JSON object per epoch
-    best.safetensors     with --keep-best: the weights of the epoch with the lowest held-out loss
-    samples/epoch-NNN.png
+"""Checkpoint files: JSON and safetensors only, written atomically.
 
 Nothing is unpickled, so a checkpoint from a stranger cannot run code. Each file
 is written to a temporary name, flushed to disk and renamed over the old one:
-a run killed at any moment leaves its last complete checkpoint loadable. The
-resume state is one file, so it can never mix two steps.
+a process killed at any moment leaves the previous complete file in place.
+Which files a run holds is :class:`gentoolkit.rundir.RunDir`'s business.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 from collections.abc import Callable
@@ -30,14 +19,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from gentoolkit.errors import GentoolError
-
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-BEST_WEIGHTS = "best.safetensors"  # with --keep-best: the weights of the best epoch
-BEST_INFO = "best.json"
-TRAINER_STATE = "trainer.safetensors"
-METRICS = "metrics.jsonl"
-SAMPLES = "samples"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -142,43 +123,6 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
-# ------------------------------------------------------------------ run dirs
-
-
-def new_run_dir(root: Path, model_name: str) -> Path:
-    """``root/<model>/<timestamp>/``, made unique if two runs start in the same second."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / model_name / stamp
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{stamp}-{n}")
-    return path
-
-
-def latest_run_dir(root: Path, model_name: str) -> Path:
-    """The newest run of ``model_name`` under ``root`` that has a checkpoint."""
-    folder = Path(root) / model_name
-    runs = sorted((p for p in folder.glob("*") if (p / CONFIG).is_file() and (p / WEIGHTS).is_file()),
-                  key=lambda p: (p / CONFIG).stat().st_mtime)
-    if not runs:
-        raise GentoolError(f"no run of '{model_name}' under {folder}; train one with "
-                           f"'gentool fit {model_name}', or pass --run DIR.")
-    return runs[-1]
-
-
-def check_run_dir(path: Path) -> Path:
-    """Raise a clear error unless ``path`` is a run directory with weights."""
-    path = Path(path)
-    if not path.exists():
-        raise GentoolError(f"run directory {path} does not exist.")
-    if not path.is_dir() or not (path / CONFIG).is_file():
-        raise GentoolError(f"{path} is not a gentoolkit run: it has no {CONFIG}.")
-    if not (path / WEIGHTS).is_file():
-        raise GentoolError(f"{path} has no {WEIGHTS}: the run saved no checkpoint yet.")
-    return path
-
-
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     write_tensors(path, model.state_dict())
 
@@ -219,3 +163,23 @@ def check_shapes(model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], sou
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise GentoolError(f"{source} does not match model '{type(model).name}': {shown}.")
+
+
+def shared_tensors(module: torch.nn.Module) -> list[list[str]]:
+    """Groups of state-dict entries that share or overlap in memory, which safetensors cannot store."""
+    spans: list[tuple[int, int, str]] = []
+    for name, tensor in module.state_dict().items():
+        if tensor.device.type == "meta" or tensor.numel() == 0:
+            continue
+        start = tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size()
+        spans.append((start, start + tensor.numel() * tensor.element_size(), name))
+    spans.sort()
+    groups: list[list[str]] = []
+    end = -1
+    for start, stop, name in spans:
+        if start < end:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+        end = max(end, stop)
+    return [g for g in groups if len(g) > 1]

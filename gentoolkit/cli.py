@@ -264,8 +264,8 @@ def _run_for(model: str | None, run_dir: Path | None, device: str, best: bool) -
             raise click.UsageError("give a MODEL (its latest run is used) or --run DIR.")
         return api.latest_run(model, device=device, best=best)
     run = api.load_run(run_dir, device=device, best=best)
-    if model is not None and get_toolkit().models.entry(model).name != run.config["model"]["name"]:
-        raise GentoolError(f"{run_dir} is a run of '{run.config['model']['name']}', not '{model}'.")
+    if model is not None and get_toolkit().models.entry(model).name != run.config.model.name:
+        raise GentoolError(f"{run_dir} is a run of '{run.config.model.name}', not '{model}'.")
     return run
 
 
@@ -298,7 +298,7 @@ def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, de
     sampler_name, options = _checked_sampler_options(run, sampler, args)
     results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed, overrides=overrides,
                            limit=limit, sampler=sampler_name, sampler_options=options)
-    settings = {"run": str(run.path), "model": run.config["model"]["name"], "metrics": names,
+    settings = {"run": str(run.path), "model": run.config.model.name, "metrics": names,
                 "k": k, "split": split, "limit": limit, "seed": seed, "weights": run.weights,
                 "set": list(overrides), "sampler": sampler_name, "sampler_options": options}
     if as_json:
@@ -316,7 +316,7 @@ def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, de
 def show(run_dir, plot) -> None:
     """Print a run's config and a table of its per-epoch metrics."""
     run = api.load_run(run_dir)
-    stdout_console().print_json(data=run.config)
+    stdout_console().print_json(data=run.config.to_json())
     rows = run.metrics
     if not rows:
         stdout_console().print("no epochs finished yet")
@@ -329,7 +329,7 @@ def show(run_dir, plot) -> None:
     if plot is not None:
         check_output_path(plot)
         losses = [k for k in keys if k.endswith(("loss", "elbo")) and k.startswith(("train_", "test_"))]
-        plot_metrics({run.config["model"]["name"]: rows}, losses or keys[1:2], plot, title=str(run.path))
+        plot_metrics({run.config.model.name: rows}, losses or keys[1:2], plot, title=str(run.path))
         stderr_console().print(f"wrote {plot}", highlight=False)
 
 

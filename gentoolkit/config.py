@@ -22,21 +22,39 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, values: Mapping[str, Any]) -> Any:
-    """Build ``cls`` from a dict read from JSON, converting lists back to tuples."""
+    """Build ``cls`` from a dict read from JSON, converting lists back to tuples and checking
+    each value against its field's type; missing fields take their defaults."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     extra = set(values) - names
     if extra:
         raise GentoolError(f"{cls.__qualname__} has no option(s) {', '.join(sorted(extra))}; "
                            "the checkpoint was written by another version of its plugin.")
-    kwargs = {k: _from_json(hints[k], v) for k, v in values.items()}
+    kwargs = {k: _from_json(hints[k], v, k) for k, v in values.items()}
     return cls(**kwargs)
 
 
-def _from_json(hint: Any, value: Any) -> Any:
-    if isinstance(value, list) and _origin(hint) is tuple:
-        return tuple(value)
-    return value
+def _from_json(hint: Any, value: Any, key: str) -> Any:
+    """``value`` as a value of type ``hint``, or a GentoolError saying what was expected."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _from_json(inner[0], value, key) if len(inner) == 1 else value
+    if origin is typing.Literal:
+        if value not in args:
+            raise GentoolError(f"'{key}' must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise GentoolError(f"'{key}' must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_from_json(item, v, key) for v in value)
+    expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(hint)
+    if expected and (not isinstance(value, expected) or (hint is not bool and isinstance(value, bool))):
+        raise GentoolError(f"'{key}' must be {hint.__name__}, got {value!r}")
+    return float(value) if hint is float else value
 
 
 def _origin(hint: Any) -> Any:

@@ -13,10 +13,10 @@ import math
 import signal
 import threading
 import time
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +27,9 @@ from gentoolkit.distributed import SINGLE, Group
 from gentoolkit.errors import GentoolError
 from gentoolkit.interfaces import Component, ImageData, Model, Sampler, Trainer, conditional
 from gentoolkit.standard import eval_mode
+
+if typing.TYPE_CHECKING:
+    from gentoolkit.rundir import RunDir
 
 SCHEDULES = {
     "constant": lambda progress: 1.0,
@@ -110,10 +113,11 @@ class Callback(Component):
     """Hooks into the loop; override what you need.
 
     Plugins register callbacks users switch on with ``gentool fit --callback NAME``;
-    those are built as ``cls(run_dir)`` (``run_dir`` is None on processes other than rank 0).
+    those are built as ``cls(run_dir)``, a :class:`~gentoolkit.rundir.RunDir` (None on
+    processes other than rank 0); a callback keeps its own files at ``run_dir.output(name)``.
     """
 
-    def __init__(self, run_dir: Path | None = None):
+    def __init__(self, run_dir: RunDir | None = None):
         self.run_dir = run_dir
 
     def on_fit_start(self, loop: TrainingLoop) -> None: ...
@@ -190,10 +194,6 @@ class TrainingLoop:
                                    "folders) or without --set conditional=true.")
             self.train_labels = data.train_labels.to(device)
             self.test_labels = data.test_labels.to(device) if data.test is not None else None
-        if (options.patience or options.keep_best) and trainer.monitor is None:
-            raise GentoolError(f"--patience and --keep-best need a metric that says which epoch is best, and "
-                               f"trainer '{trainer.name}' declares none (its losses do not measure quality); "
-                               "train a fixed number of epochs and compare runs with gentool evaluate.")
         # Between processes every global batch must split evenly, so the last is dropped.
         self.drop_last = trainer.drop_last or group.enabled
         if options.batch_size % group.world_size:

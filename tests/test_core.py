@@ -21,6 +21,7 @@ import gentoolkit.api as gt
 from gentoolkit import GentoolError, ImageSpec, checkpoint, hookimpl
 from gentoolkit.config import apply_overrides, from_dict, to_dict
 from gentoolkit.registry import PluginInfo, PluginWarning, Toolkit
+from gentoolkit.rundir import RunDir
 from gentoolkit.testing import toolkit_with
 from gentoolkit.training import Callback, Interrupted
 
@@ -167,7 +168,7 @@ def test_same_seed_gives_the_same_run_and_samples(toy, tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(toy, tmp_path):
     with pytest.raises(GentoolError, match="training diverged: loss=inf.* at step 1"):
         gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=1, overrides=["objective.scale=inf"])
-    assert not (tmp_path / checkpoint.WEIGHTS).exists()
+    assert not (tmp_path / RunDir.WEIGHTS).exists()
 
 
 def test_max_steps_stops_early(toy, tmp_path):
@@ -177,7 +178,7 @@ def test_max_steps_stops_early(toy, tmp_path):
 
 def test_truncated_or_foreign_weights_are_clear_errors(toy, tmp_path):
     run = gt.fit("pixels", "stripes", run_dir=tmp_path / "run", epochs=1)
-    weights = run.path / checkpoint.WEIGHTS
+    weights = run.path / RunDir.WEIGHTS
     model = gt.load_run(run.path).model
     other = toy_plugin.PixelBernoulli(toy_plugin.PixelBernoulli.Config(), ImageSpec(1, 4, 4))
     with pytest.raises(GentoolError, match=r"'logits' is \[1, 8, 8\] in the file but \[1, 4, 4\]"):
@@ -269,9 +270,9 @@ def test_sigkill_at_any_moment_leaves_a_resumable_run(toy_installed, tmp_path):
         time.sleep(delay)
         proc.kill()
         proc.wait()
-        if not (run_dir / checkpoint.TRAINER_STATE).exists():
+        if not (run_dir / RunDir.STATE).exists():
             continue  # killed before the first checkpoint: nothing to lose yet
-        state = checkpoint.load_state(run_dir / checkpoint.TRAINER_STATE)
+        state = checkpoint.load_state(run_dir / RunDir.STATE)
         result = subprocess.run([sys.executable, "-m", "gentoolkit", "fit", "--resume", str(run_dir),
                                  "--epochs", str(state["epoch"] + 1), "--quiet"], env=toy_installed,
                                 capture_output=True, text=True, timeout=120)
@@ -287,7 +288,7 @@ def test_cli_exits_128_plus_signal_and_says_how_to_resume(toy_installed, tmp_pat
                              "--epochs", "100000", "--run-dir", str(tmp_path / "r"), "--quiet"],
                             env=toy_installed, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not (tmp_path / "r" / checkpoint.TRAINER_STATE).exists() and time.time() < deadline:
+    while not (tmp_path / "r" / RunDir.STATE).exists() and time.time() < deadline:
         time.sleep(0.1)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)

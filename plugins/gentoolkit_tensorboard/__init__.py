@@ -23,7 +23,7 @@ class TensorBoard(Callback):
         except ImportError:
             raise GentoolError("the tensorboard callback needs TensorBoard: "
                                "pip install 'gentoolkit[tensorboard]'.") from None
-        self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=loop.state.epoch + 1)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir.output("tensorboard")), purge_step=loop.state.epoch + 1)
 
     def on_epoch_end(self, loop, row: dict[str, Any]) -> None:
         for key, value in row.items():

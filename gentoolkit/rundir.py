@@ -1,0 +1,181 @@
+"""The run directory: the one object that knows every file of a run and writes it.
+
+A run directory holds::
+
+    config.json          the typed run config (gentoolkit.runconfig.RunConfig) as JSON
+    model.safetensors    the model's weights
+    trainer.safetensors  everything to resume, in one file: weights, optimisers, RNG
+                         states, counters (the non-tensor part as JSON in its metadata)
+    metrics.jsonl        one JSON object per epoch
+    best.safetensors     with --keep-best: the weights of the best epoch
+    best.json            which epoch that was, and its monitored value
+    samples/epoch-NNN.png
+
+A run directory is the user's data, the work of hours or days. Every write goes
+through :func:`gentoolkit.checkpoint.atomic_write` (a temporary file, flushed and
+renamed over the old one), so a run killed at any moment keeps its last complete
+version of every file; plugins that keep files of their own ask for a path with
+:meth:`RunDir.output`, which never hands out one of the run's own files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gentoolkit import checkpoint
+from gentoolkit.errors import GentoolError
+
+
+class RunDir:
+    """One run's folder: its paths, and every read and write of its files."""
+
+    CONFIG = "config.json"
+    WEIGHTS = "model.safetensors"
+    STATE = "trainer.safetensors"
+    METRICS = "metrics.jsonl"
+    BEST_WEIGHTS = "best.safetensors"
+    BEST_INFO = "best.json"
+    SAMPLES = "samples"
+    OWN = (CONFIG, WEIGHTS, STATE, METRICS, BEST_WEIGHTS, BEST_INFO, SAMPLES)
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------- finding runs
+
+    @classmethod
+    def new(cls, root: str | Path, model_name: str) -> RunDir:
+        """``root/<model>/<timestamp>/``, made unique if two runs start in the same second."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = Path(root) / model_name / stamp
+        path, n = base, 1
+        while path.exists():
+            n += 1
+            path = base.with_name(f"{stamp}-{n}")
+        return cls(path)
+
+    @classmethod
+    def latest(cls, root: str | Path, model_name: str) -> RunDir:
+        """The newest run of ``model_name`` under ``root`` that has a checkpoint."""
+        folder = Path(root) / model_name
+        runs = sorted((p for p in folder.glob("*") if (p / cls.CONFIG).is_file() and (p / cls.WEIGHTS).is_file()),
+                      key=lambda p: (p / cls.CONFIG).stat().st_mtime)
+        if not runs:
+            raise GentoolError(f"no run of '{model_name}' under {folder}; train one with "
+                               f"'gentool fit {model_name}', or pass --run DIR.")
+        return cls(runs[-1])
+
+    def holds_run(self) -> bool:
+        """Whether a run was started here (it has a config)."""
+        return (self.path / self.CONFIG).exists()
+
+    def check(self, weights: str = WEIGHTS) -> RunDir:
+        """Raise a clear error unless this is a run directory with the given weights."""
+        if not self.path.exists():
+            raise GentoolError(f"run directory {self.path} does not exist.")
+        if not self.path.is_dir() or not (self.path / self.CONFIG).is_file():
+            raise GentoolError(f"{self.path} is not a gentoolkit run: it has no {self.CONFIG}.")
+        if not (self.path / weights).is_file():
+            if weights == self.BEST_WEIGHTS:
+                raise GentoolError(f"{self.path} has no {weights}; train with --keep-best to keep the best epoch.")
+            raise GentoolError(f"{self.path} has no {weights}: the run saved no checkpoint yet.")
+        return self
+
+    # ------------------------------------------------------------------ config
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Create the folder and write the run config (the JSON form of a RunConfig)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(self.path / self.CONFIG, config)
+
+    def read_config(self) -> dict[str, Any]:
+        """The JSON of config.json, checked to be an object."""
+        config = checkpoint.read_json(self.path / self.CONFIG)
+        if not isinstance(config, dict) or "model" not in config:
+            raise GentoolError(f"{self.path / self.CONFIG} is not a gentoolkit run config.")
+        return config
+
+    # ------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
+        """The resume state first, then the weights: a kill between the two leaves a state that
+        resumes exactly and weights one epoch old, never weights without their state."""
+        checkpoint.save_state(self.path / self.STATE, state)
+        checkpoint.save_weights(model, self.path / self.WEIGHTS)
+
+    def has_state(self) -> bool:
+        return (self.path / self.STATE).is_file()
+
+    def load_state(self) -> dict[str, Any]:
+        """The resume state, or a clear error when the run saved none yet."""
+        if not self.has_state():
+            raise GentoolError(f"{self.path} has no {self.STATE}: the run saved no checkpoint yet.")
+        return checkpoint.load_state(self.path / self.STATE)
+
+    def load_weights(self, model: torch.nn.Module, weights: str = WEIGHTS) -> None:
+        checkpoint.load_weights(model, self.path / weights)
+
+    def load_state_weights(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
+        """Load the weights stored inside a resume state, checking names and shapes."""
+        checkpoint.load_checked(model, state["model"], self.path / self.STATE)
+
+    def save_best(self, model: torch.nn.Module, info: dict[str, Any]) -> None:
+        checkpoint.save_weights(model, self.path / self.BEST_WEIGHTS)
+        checkpoint.write_json(self.path / self.BEST_INFO, info)
+
+    # ----------------------------------------------------------------- metrics
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The rows of metrics.jsonl, one per epoch."""
+        return checkpoint.read_metrics(self.path / self.METRICS)
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """Add one epoch's row, crash-safe: the file is rewritten atomically with the row added,
+        so a kill leaves either the old rows or all of them, never half a line."""
+        path = self.path / self.METRICS
+        old = path.read_text() if path.exists() else ""
+        if old and not old.endswith("\n"):
+            old += "\n"
+        checkpoint.atomic_write(path, lambda tmp: tmp.write_text(old + json.dumps(row) + "\n"))
+
+    def trim_metrics(self, epochs: int) -> list[dict[str, Any]]:
+        """Keep the rows of the epochs the checkpoint holds; drop any written after it
+        (a run killed between logging an epoch and saving it)."""
+        rows = [row for row in self.metrics() if row.get("epoch", 0) <= epochs]
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        checkpoint.atomic_write(self.path / self.METRICS, lambda tmp: tmp.write_text(text))
+        return rows
+
+    # ----------------------------------------------------------------- outputs
+
+    def sample_grid_path(self, epoch: int) -> Path:
+        folder = self.path / self.SAMPLES
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"epoch-{epoch:03d}.png"
+
+    def output(self, name: str) -> Path:
+        """A path in the run directory for a plugin's own file or folder (``tensorboard``,
+        ``metrics.csv``); the run's own files are refused, so no plugin can overwrite them."""
+        if name in self.OWN or Path(name).name != name or name.startswith("."):
+            raise GentoolError(f"'{name}' is not a free name in a run directory: a plugin's outputs may not "
+                               f"replace the run's own files ({', '.join(self.OWN)}) or leave the folder.")
+        return self.path / name
+
+    def owns(self, path: str | Path) -> bool:
+        """Whether ``path`` is one of this run's files or inside its folder."""
+        try:
+            Path(path).resolve().relative_to(self.path.resolve())
+        except ValueError:
+            return False
+        return True
