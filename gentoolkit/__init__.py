@@ -37,7 +37,7 @@ from gentoolkit.interfaces import (
 from gentoolkit.standard import eval_mode
 from gentoolkit.training import Callback
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CAPABILITIES", "AdversarialObjective", "BitsPerDim", "Callback", "Component", "DataOptions", "Dataset",

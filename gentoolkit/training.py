@@ -238,11 +238,15 @@ class TrainingLoop:
 
     @property
     def monitor(self) -> str:
-        """The metric early stopping and ``keep_best`` watch: the trainer's, on held-out data when there is some."""
-        return f"{'test' if self.test_data is not None else 'train'}_{self.trainer.monitor}"
+        """The metric early stopping and ``keep_best`` watch: the trainer's, on held-out data where
+        the trainer evaluates it there, else on the training batches."""
+        held_out = f"test_{self.trainer.monitor}"
+        if self.test_data is not None and any(held_out in row for row in self.state.history[-1:]):
+            return held_out
+        return f"train_{self.trainer.monitor}"
 
     def is_best(self, row: dict[str, Any]) -> bool:
-        """Whether ``row`` has the lowest monitored loss of the run so far."""
+        """Whether ``row`` has the lowest monitored value of the run so far."""
         values = [r[self.monitor] for r in self.state.history if self.monitor in r]
         return self.monitor in row and row[self.monitor] <= min(values, default=math.inf)
 

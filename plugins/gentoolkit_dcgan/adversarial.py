@@ -48,6 +48,7 @@ class AdversarialTrainer(Trainer):
     name = "adversarial"
     objective_type = AdversarialObjective
     drop_last = True  # BatchNorm statistics of a tiny last batch are noise
+    monitor = None  # a GAN's losses say who is winning, not how good the images are
 
     @dataclass
     class Config:

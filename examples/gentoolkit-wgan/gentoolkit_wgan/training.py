@@ -69,6 +69,7 @@ class WGANGPTrainer(Trainer):
     name = "wgan-gp"
     objective_type = AdversarialObjective
     drop_last = True  # the generator's BatchNorm statistics of a tiny last batch are noise
+    monitor = None  # the critic's loss moves with the critic, not only with the images: no epoch is "best" by it
 
     @dataclass
     class Config:
