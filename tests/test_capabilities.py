@@ -32,8 +32,8 @@ from gentoolkit import (
     to_unit,
 )
 from gentoolkit.cli import cli
-from gentoolkit.rundir import RunDir
 from gentoolkit.runconfig import RunConfig
+from gentoolkit.rundir import RunDir
 from gentoolkit.testing import toolkit_with
 
 
