@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 from torch.autograd.functional import jacobian
 
 import gentoolkit.api as gt
@@ -294,17 +295,20 @@ def test_glow_through_the_command_line(tmp_path, monkeypatch):
 
     listing = gentool("list-models")
     assert "glow" in listing and "flow" in listing
-    gentool("fit", "flow", *TINY_FIT, "--epochs", "2", "--max-steps", "4", "--run-dir", "r")
-    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    gentool("fit", "flow", *TINY_FIT, "--epochs", "2", "--max-steps", "4")  # by its alias
+    (run,) = (tmp_path / "runs" / "glow").iterdir()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"train_loss", "train_bits_per_dim", "test_bits_per_dim", "test_nll"} <= set(rows[-1])
     assert rows[-1]["test_loss"] == pytest.approx(rows[-1]["test_bits_per_dim"])
-    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     assert config["model"]["name"] == "glow" and config["objective"]["name"] == "mle"
 
-    gentool("sample", "--run", "r", "-n", "16", "--temperature", "0.7", "--out", "x.png")
+    gentool("sample", "glow", "-n", "16", "--temperature", "0.7", "--out", "x.png")  # the latest run
     assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    result = json.loads(gentool("evaluate", "--run", "r", "--metric", "nll", "--limit", "32", "--json"))
+    gentool("sample", "--run", run, "-n", "16", "--temperature", "0.7", "--out", "x.safetensors")
+    assert load_file(tmp_path / "x.safetensors")["images"].shape == (16, 1, 8, 8)
+    result = json.loads(gentool("evaluate", "--run", run, "--metric", "nll", "--limit", "32", "--json"))
     assert result["nll_kind"] == "exact" and "nll_k" not in result
     assert result["nll_bits_per_dim"] == pytest.approx(bits_per_dim(-result["nll"], 64))
 
@@ -312,7 +316,6 @@ def test_glow_through_the_command_line(tmp_path, monkeypatch):
     assert error.exit_code != 0 and "Traceback" not in error.output
     (line,) = [line for line in error.output.splitlines() if line.startswith("Error")]
     assert "levels=3 needs image sides divisible by 8" in line
-
 
 
 def test_a_saved_run_gives_the_log_likelihood_it_was_trained_to(tmp_path):
