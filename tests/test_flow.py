@@ -145,7 +145,8 @@ def test_the_whole_flow_is_a_change_of_variables():
     (ImageSpec(1, 28, 28), {}),
     (ImageSpec(3, 32, 32), {"levels": 3, "coupling": "additive"}),
     (ImageSpec(3, 16, 16), {"levels": 4, "lu": False}),
-], ids=["mnist", "cifar-additive", "rgb-plain-conv"])
+    (ImageSpec(3, 64, 64), {"steps": 1}),
+], ids=["mnist", "cifar-additive", "rgb-plain-conv", "folder-64"])
 def test_images_go_to_codes_and_back(spec, options):
     model = tiny_glow(spec, **options)
     x = model.prepare(random_pixels(4, spec))
