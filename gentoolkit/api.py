@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
@@ -376,33 +377,55 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
                  goals={"precision": precision, "lr_schedule": lr_schedule, "patience": patience,
                         "keep_best": keep_best, "on_nan": on_nan}, callbacks=callback_names)
     target = RunDir(run_dir) if run_dir else RunDir.new(runs_dir, plan.model.name)
-    if target.holds_run():
-        raise GentoolError(f"{target} already holds a run; continue it with --resume {target}, "
-                           "or choose another --run-dir.")
-    return _start(toolkit, target, plan.device, plan=plan, progress=progress, callbacks=callbacks)
+    if target.path.exists() and not target.path.is_dir():
+        raise GentoolError(f"--run-dir {target}: that is a file, not a folder; choose another --run-dir.")
+    with _writer_lock(target):  # before the data loads: a second process is refused at once
+        if target.holds_run():
+            if target.has_checkpoint():
+                raise GentoolError(f"{target} already holds a run; continue it with --resume {target}, "
+                                   "or choose another --run-dir.")
+            target.clear_unfinished()  # it stopped before its first checkpoint: start it again
+        return _start(toolkit, target, plan.device, plan=plan, progress=progress, callbacks=callbacks)
+
+
+def _writer_lock(run_dir: RunDir):
+    """The run's lock, held by the one process that writes it (rank 0 under torchrun)."""
+    return run_dir.lock() if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
 
 
 def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: int | None = None,
-           device: str | None = None, progress: bool = False, callbacks: Sequence[Callback] = ()) -> Run:
-    """Continue a run where its last checkpoint stopped; ``epochs`` is the new total."""
-    target = RunDir(run_dir).check()
+           device: str | None = None, precision: str | None = None, callback_names: Sequence[str] = (),
+           progress: bool = False, callbacks: Sequence[Callback] = ()) -> Run:
+    """Continue a run where its last checkpoint stopped, bit for bit.
+
+    What may change on a resume: ``epochs`` (the new total), ``max_steps`` (the new total),
+    ``device``, ``precision`` and extra ``callback_names``; everything else is the run's own.
+    """
+    target = RunDir(run_dir)
+    if target.path.is_dir() and target.holds_run() and not target.has_checkpoint():
+        raise GentoolError(f"{target} has no checkpoint to resume: the run stopped before its first one. "
+                           f"Start it again with gentool fit ... --run-dir {target}.")
+    target.check()
     toolkit = get_toolkit()
-    config = RunConfig.from_json(target.read_config(), toolkit, target.path / RunDir.CONFIG)
-    state = target.load_state()
-    changes: dict[str, Any] = {}
-    if epochs is not None:
-        changes["epochs"] = epochs
-    if max_steps is not None:
-        changes["max_steps"] = max_steps
-    config.training = dataclasses.replace(config.training, **changes)
-    if device is not None:
-        config.device = str(resolve_device(device))
-    options = config.training
-    history = target.trim_metrics(state["epoch"])
-    partial = EpochProgress(**state["partial"]) if state.get("partial") else None
-    loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)
-    if loop_state.epoch >= options.epochs or (options.max_steps and loop_state.step >= options.max_steps):
-        raise GentoolError(f"{target} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
-                           "pass a larger total with --epochs (or --max-steps).")
-    return _start(toolkit, target, resolve_device(config.device), config=config, progress=progress,
-                  callbacks=callbacks, state=loop_state, resume_state=state)
+    with _writer_lock(target):
+        config = RunConfig.from_json(target.read_config(), toolkit, target.path / RunDir.CONFIG)
+        state = target.load_state()
+        changes: dict[str, Any] = {"epochs": epochs, "max_steps": max_steps, "precision": precision}
+        config.training = dataclasses.replace(config.training, **{k: v for k, v in changes.items() if v is not None})
+        if device is not None:
+            config.device = str(resolve_device(device))
+        config.callbacks = [*config.callbacks, *(toolkit.callbacks.entry(name).name for name in callback_names
+                                                 if toolkit.callbacks.entry(name).name not in config.callbacks)]
+        options = config.training
+        history = target.trim_metrics(state["epoch"])
+        try:
+            partial = EpochProgress(**state["partial"]) if state.get("partial") else None
+        except TypeError:
+            raise GentoolError(f"{target.path / RunDir.STATE} is a damaged training state (its epoch progress "
+                               "has the wrong fields); resume from a backup, or train again.") from None
+        loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)
+        if loop_state.epoch >= options.epochs or (options.max_steps and loop_state.step >= options.max_steps):
+            raise GentoolError(f"{target} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
+                               "pass a larger total with --epochs (or --max-steps).")
+        return _start(toolkit, target, resolve_device(config.device), config=config, progress=progress,
+                      callbacks=callbacks, state=loop_state, resume_state=state)

@@ -296,7 +296,9 @@ class TrainingLoop:
         batches = index_batches(len(self.train_data), self.options.batch_size, shuffle=True,
                                 drop_last=self.drop_last, generator=self.shuffle_generator,
                                 device=self.train_data.device)
+        position = progress.batches  # batches of this epoch behind us
         for index in itertools.islice(batches, progress.batches, None):
+            position += 1
             index = self.group.shard(index)
             if self.options.lr_schedule != "constant":
                 self._schedule_lr()
@@ -327,9 +329,15 @@ class TrainingLoop:
             if self.options.max_steps and self.state.step >= self.options.max_steps:
                 break
         seconds = progress.seconds + time.perf_counter() - start
-        self.state.epoch += 1
-        self.state.partial = None
-        row: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
+        if position < self.steps_per_epoch:
+            # --max-steps stopped mid-epoch: like Ctrl-C, the epoch stays open (a resume finishes it
+            # exactly); its row so far is marked partial, and a resume replaces it.
+            progress.seconds = seconds
+            row: dict[str, Any] = {"epoch": self.state.epoch + 1, "step": self.state.step, "partial": True}
+        else:
+            self.state.epoch += 1
+            self.state.partial = None
+            row = {"epoch": self.state.epoch, "step": self.state.step}
         row.update({f"train_{k}": v for k, v in progress.means(self.group).items()})
         row.update({f"test_{k}": v for k, v in self.evaluate().items()})
         if self.trainer.skip_nonfinite:
@@ -342,12 +350,15 @@ class TrainingLoop:
             cb.on_epoch_end(self, row)
 
     def evaluate(self) -> dict[str, float]:
-        """The trainer's metrics averaged over the test split, with a fixed noise seed."""
+        """The trainer's metrics averaged over the test split, with a fixed noise seed. Draws from the
+        global random streams are undone after, so training noise never depends on evaluation:
+        a run stopped and resumed between two steps continues bit for bit."""
         if self.test_data is None:
             return {}
         generator = _generator(self.train_data.device, self.options.seed + 1)
         sums: dict[str, Tensor] = {}
-        with eval_mode(self.model):
+        devices = [self.train_data.device] if self.train_data.device.type == "cuda" else []
+        with eval_mode(self.model), torch.random.fork_rng(devices=devices):
             for index in index_batches(len(self.test_data), self.options.eval_batch_size,
                                        shuffle=False, drop_last=False, device=self.test_data.device):
                 index = self.group.shard(index)
