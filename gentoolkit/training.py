@@ -13,6 +13,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._dynamo
 from torch import Tensor
 
 from gentoolkit.data import batch_count, index_batches
@@ -50,6 +52,7 @@ class TrainingOptions:
     patience: int | None = None  # stop when the monitored loss has not improved for this many epochs
     keep_best: bool = False  # also keep the weights of the best epoch in best.safetensors
     on_nan: str = "stop"  # stop at a NaN/Inf loss, or skip that update and count it
+    compile: bool = False  # compile the model's networks with torch.compile (same losses, faster steps)
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
@@ -68,6 +71,41 @@ class TrainingOptions:
             raise GentoolError(f"--lr must be a positive number, got {self.lr}.")
         if self.max_steps is not None and self.max_steps <= 0:
             raise GentoolError(f"--max-steps must be a positive integer, got {self.max_steps}.")
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on ``device`` here, or None when it can: checked up front,
+    since compilation itself only starts (and fails) at the first training step."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile does not support this Python or platform"
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+        return None if has_triton() else "torch.compile needs Triton for CUDA, and it is not installed"
+    if device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        try:
+            get_cpp_compiler()
+        except Exception:  # inductor raises its own InvalidCxxCompiler, or whatever the lookup hit
+            return "torch.compile needs a C++ compiler (g++ or clang++) for the CPU, and none was found"
+    return None
+
+
+def compile_networks(model: Model) -> bool:
+    """Compile, in place, the model itself (a flow's trainer calls it) and each direct child
+    (VAE and GAN trainers call ``encode``, ``decode``, ``netg``, ``netd``, which run the children).
+
+    ``Module.compile`` keeps parameters and state_dict keys as they are, so optimisers built
+    before and checkpoints written after work unchanged. Where torch.compile cannot run, this
+    warns in one line and leaves the model uncompiled (training gives the same losses either
+    way); returns whether it compiled.
+    """
+    reason = compile_unavailable(model.device)
+    if reason:
+        warnings.warn(f"--compile ignored: {reason}; training uncompiled.", stacklevel=2)
+        return False
+    for module in (model, *model.children()):  # containers (ModuleList) are never called: a no-op for them
+        module.compile()
+    return True
 
 
 @dataclass
@@ -213,6 +251,8 @@ class TrainingLoop:
         self.autocast = torch.autocast(device.type, dtype=PRECISIONS[options.precision],
                                        enabled=options.precision != "fp32")
         self.shuffle_generator = torch.Generator().manual_seed(options.seed)
+        if options.compile:
+            compile_networks(model)
 
     @property
     def steps_per_epoch(self) -> int:
