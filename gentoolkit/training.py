@@ -35,6 +35,7 @@ SCHEDULES = {
     "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))),
 }
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILED_VERSIONS = 8  # versions torch.compile may make of each network: dynamo's default limit
 
 
 @dataclass
@@ -103,8 +104,13 @@ def compile_networks(model: Model) -> bool:
     if reason:
         warnings.warn(f"--compile ignored: {reason}; training uncompiled.", stacklevel=2)
         return False
-    for module in (model, *model.children()):  # containers (ModuleList) are never called: a no-op for them
+    modules = (model, *model.children())  # containers (ModuleList) are never called: a no-op for them
+    for module in modules:
         module.compile()
+    # Dynamo counts the compiled versions of all these modules together (train or eval mode,
+    # gradients on or off, batch sizes), and past its limit runs them uncompiled: a GAN alone
+    # needs about 8. Each module compiled gets the default allowance.
+    torch._dynamo.config.recompile_limit += COMPILED_VERSIONS * len(modules)
     return True
 
 
