@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from click.testing import CliRunner
 
 import gentoolkit.api as gt
 from gentoolkit import ImageSpec, training
+from gentoolkit.cli import cli
 from gentoolkit.registry import get_toolkit
 
 # A VAE small enough to compile quickly: 4 steps of 32 shapes, then the held-out loss on 32.
@@ -43,10 +47,11 @@ def test_compiled_fit_matches_uncompiled_and_its_checkpoint_loads_uncompiled(tmp
         torch.testing.assert_close(value, plain.model.state_dict()[name], rtol=1e-4, atol=1e-5)
 
 
-def test_compile_without_a_compiler_warns_once_and_trains_uncompiled(tmp_path, monkeypatch):
-    def no_compiler():
-        raise RuntimeError("no g++")
+def no_compiler():
+    raise RuntimeError("no g++")
 
+
+def test_compile_without_a_compiler_warns_once_and_trains_uncompiled(tmp_path, monkeypatch):
     monkeypatch.setattr("torch._inductor.cpp_builder.get_cpp_compiler", no_compiler)
     assert "needs a C++ compiler" in training.compile_unavailable(torch.device("cpu"))
     with pytest.warns(UserWarning, match=r"^--compile ignored: .*C\+\+ compiler.*; training uncompiled\.$") as seen:
@@ -54,3 +59,14 @@ def test_compile_without_a_compiler_warns_once_and_trains_uncompiled(tmp_path, m
     assert len(seen) == 1
     assert run.model.encoder._compiled_call_impl is None
     assert run.metrics[-1]["step"] == 4
+
+
+def test_cli_compile_without_a_compiler_is_one_warning_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("torch._inductor.cpp_builder.get_cpp_compiler", no_compiler)
+    result = CliRunner().invoke(cli, ["fit", "vae", "--dataset", "shapes", "--device", "cpu", "--compile",
+                                      "--max-steps", "2", "--batch-size", "32", "--set", "data.train_size=64",
+                                      "--set", "data.test_size=16", "--quiet", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["warning: --compile ignored: torch.compile needs a C++ compiler (g++ or "
+                                          "clang++) for the CPU, and none was found; training uncompiled."]
+    assert json.loads((tmp_path / "config.json").read_text())["training"]["compile"] is True
