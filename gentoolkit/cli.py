@@ -150,6 +150,8 @@ def plugins(show_all: bool, as_json: bool) -> None:
 @click.option("--keep-best", is_flag=True, help="Also keep the best epoch's weights (best.safetensors).")
 @click.option("--on-nan", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="At a NaN/Inf loss: stop (keeping the last checkpoint) or skip that update and count it.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Compile the model's networks with torch.compile (slow first steps, faster after).")
 @click.option("--callback", "callback_names", multiple=True, metavar="NAME",
               help="Switch on a registered callback, e.g. tensorboard (see gentool plugins).")
 @click.option("--objective", help="Objective name; default: the model's.")
@@ -161,8 +163,8 @@ def plugins(show_all: bool, as_json: bool) -> None:
               help="Set a model option; trainer.KEY, objective.KEY, data.KEY set the others.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, batch_size, lr, seed,
-        device, precision, lr_schedule, patience, keep_best, on_nan, callback_names, objective, trainer, run_dir,
-        resume_dir, overrides, quiet) -> None:
+        device, precision, lr_schedule, patience, keep_best, on_nan, compile_, callback_names, objective, trainer,
+        run_dir, resume_dir, overrides, quiet) -> None:
     """Train MODEL on a data set and save the run."""
     if resume_dir is not None:
         run = api.resume(resume_dir, epochs=epochs, max_steps=max_steps, progress=not quiet,
@@ -173,8 +175,8 @@ def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, ba
         run = api.fit(model, dataset, data_dir=data_dir, download=not no_download, image_size=image_size,
                       epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                       device=device, precision=precision, lr_schedule=lr_schedule, patience=patience,
-                      keep_best=keep_best, on_nan=on_nan, callback_names=callback_names, objective=objective,
-                      trainer=trainer, run_dir=run_dir, overrides=overrides, progress=not quiet)
+                      keep_best=keep_best, on_nan=on_nan, compile=compile_, callback_names=callback_names,
+                      objective=objective, trainer=trainer, run_dir=run_dir, overrides=overrides, progress=not quiet)
     if not quiet:
         stderr_console().print(f"saved run to {run.path}; sample it with: gentool sample --run {run.path} -n 64",
                      highlight=False)
