@@ -9,8 +9,8 @@ from gentoolkit.errors import GentoolError
 from gentoolkit.estimators import importance_weighted_log_prob, posterior_chunks
 from gentoolkit.hookspecs import hookimpl
 from gentoolkit.interfaces import (
-    AdversarialObjective,
     CAPABILITIES,
+    AdversarialObjective,
     BitsPerDim,
     Component,
     DataOptions,

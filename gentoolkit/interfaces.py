@@ -18,8 +18,8 @@ code to draw from, an autoregressive model no encoder).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -141,7 +141,8 @@ def test_with_the_exact_posterior_elbo_and_nll_equal_log_px(pixels):
     model = LinearGaussian()
     log_px = model.log_marginal(pixels).mean().item()
     nll = evaluate(NLL(), model, pixels, k=50)
-    assert nll == {"nll": pytest.approx(-log_px, abs=1e-6), "nll_k": 50, "nll_kind": "iwae"}  # every importance weight is p(x)
+    # every importance weight is p(x)
+    assert nll == {"nll": pytest.approx(-log_px, abs=1e-6), "nll_k": 50, "nll_kind": "iwae"}
     elbo = evaluate(ELBO(), model, pixels, k=2000)
     assert elbo["elbo"] == pytest.approx(log_px, abs=0.01)  # only the sampled recon term is noisy
     assert elbo["elbo"] == pytest.approx(-(elbo["kl"] + elbo["recon_nll"]))
