@@ -124,6 +124,9 @@ def test_fit_and_sample_the_installed_model(wgan_site, tmp_path):
     scores = json.loads((tmp_path / "best.scores.json").read_text())["scores"]
     assert len(scores) == 16 and scores == sorted(scores, reverse=True)
 
+    critic = gentool("wgan-critic", run, tmp_path / "x.png", tmp_path / "best.png", "--json", site=wgan_site)
+    assert {row["path"] for row in json.loads(critic.stdout)} == {str(tmp_path / "x.png"), str(tmp_path / "best.png")}
+
 
 # ------------------------------------------------------ broken and clashing plugins
 
@@ -265,8 +268,9 @@ def test_a_plugin_adds_a_command_and_a_broken_one_is_isolated(tmp_path):
     (warning,) = warnings_in(result.stderr)
     assert "plugin 'broken-cli' from gentoolkit-broken-cli failed and was skipped: RuntimeError: no" in warning
 
-    error = gentool("hello", "--name", "nobody", site=site, ok=False)
+    error = gentool("--debug", "hello", "--name", "nobody", site=site, ok=False)
     assert error.returncode == 1 and error.stderr.splitlines()[-1] == "Error: nobody to greet."
+    assert "RuntimeError: no\nTraceback (most recent call last)" in error.stderr  # --debug came before loading
     assert re.search(r"^  hello +Greet someone\.$", gentool("--help", site=site).stdout, re.MULTILINE)
     rows = {row["name"]: row for row in json.loads(gentool("plugins", "--json", site=site).stdout)}
     assert rows["hello"]["registers"] == {"command": ["hello"]}

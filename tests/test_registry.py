@@ -9,7 +9,9 @@ import click
 import pytest
 
 from gentoolkit import GentoolError, Model, hookimpl
-from gentoolkit.registry import PluginInfo, PluginWarning, Toolkit, build_toolkit
+from gentoolkit.info import describe
+from gentoolkit.registry import PluginInfo, PluginWarning, Toolkit, build_toolkit, set_toolkit
+from gentoolkit.testing import invoke_gentool
 
 
 def model(name: str) -> type:
@@ -73,6 +75,8 @@ def test_an_alias_two_plugins_register_goes_to_neither():
     assert "it is contested, so no plugin gets it" in warning and "left out" not in warning
     with pytest.raises(GentoolError, match=r"model 'flow' is registered by .*contested.*GENTOOL_PIN=flow=PLUGIN"):
         toolkit.models.get("flow")
+    with pytest.raises(GentoolError, match="contested"):  # not "unknown"
+        describe(toolkit, "flow")
 
 
 def test_a_name_two_third_party_plugins_register_goes_to_neither_and_both_are_listed():
@@ -158,6 +162,28 @@ def test_plugin_commands_are_registered_and_never_replace_gentools_own():
     assert toolkit.commands.get("hello") is hello
     assert toolkit.commands.entry("fit").plugin == "gentoolkit"
     assert toolkit.plugins["cmd"].registered == {"command": ["hello"]}
+
+
+def test_a_command_two_plugins_add_is_a_one_line_error_saying_how_to_choose():
+    def hello_plugin() -> types.SimpleNamespace:
+        def register_commands(cli):
+            @cli.command("hello")
+            def hello():
+                """Say hello."""
+
+        return plugin(register_commands=register_commands)
+
+    toolkit = build_toolkit(only=())
+    with pytest.warns(PluginWarning, match="command 'hello'"):
+        for name in ("a", "b"):
+            toolkit.add_plugin(hello_plugin(), PluginInfo(name, name, "1", name))
+    previous = set_toolkit(toolkit)
+    try:
+        result = invoke_gentool("hello")
+    finally:
+        set_toolkit(previous)
+    assert result.exit_code == 1 and result.stderr.startswith("Error: command 'hello' is registered by plugin 'a'")
+    assert "GENTOOL_PIN=hello=PLUGIN (one of a, b)" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_command_hook_that_adds_no_command_fails():
