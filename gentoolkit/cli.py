@@ -26,7 +26,7 @@ from gentoolkit.errors import GentoolError, debugging, unknown
 from gentoolkit.images import check_output_path, save_samples
 from gentoolkit.info import ComponentInfo, describe
 from gentoolkit.plots import plot_metrics
-from gentoolkit.registry import KINDS, get_toolkit
+from gentoolkit.registry import KINDS, Registry, get_toolkit
 
 
 def stdout_console() -> Console:
@@ -66,7 +66,7 @@ class GentoolGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx).names()})
 
-    def _plugin_commands(self, ctx: click.Context):
+    def _plugin_commands(self, ctx: click.Context) -> Registry:
         """The command registry; this runs before the group's callback, so it configures first."""
         _configure(ctx.params.get("debug", False))
         return get_toolkit().commands

@@ -192,8 +192,10 @@ class Registry:
             raise TypeError(f"{cls.__qualname__} has no 'name' class attribute")
 
     def stage(self, entry: Entry) -> None:
-        """Add a registration; who gets its names is decided by :meth:`resolve`."""
-        self._claims.append(entry)
+        """Add a registration (once: a plugin registering a class twice is no clash); who gets
+        its names is decided by :meth:`resolve`."""
+        if entry not in self._claims:
+            self._claims.append(entry)
 
     def claimed_by(self, plugin: str, name: str) -> bool:
         """Whether ``plugin`` registers ``name``, as a component's own name or an alias."""
