@@ -90,7 +90,8 @@ def component_info(toolkit: Toolkit, kind: str, entry: Entry) -> ComponentInfo:
     cls = entry.cls
     defaults: dict[str, Any] = {}
     if kind == "model":
-        defaults = {"objective": cls.default_objective, "trainer": cls.default_trainer,
+        defaults = {"objective": getattr(cls, "default_objective", None),  # Model declares it, a model sets it
+                    "trainer": cls.default_trainer,
                     "sampler": cls.default_sampler, **dataclasses.asdict(cls.recipe)}
     return ComponentInfo(
         kind=kind, name=entry.name, aliases=list(entry.aliases), plugin=entry.plugin,

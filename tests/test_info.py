@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import types
 from dataclasses import dataclass, field, make_dataclass
 from typing import Literal
 
 import pytest
 
-from gentoolkit import GentoolError
+from gentoolkit import GentoolError, Model, hookimpl
 from gentoolkit.info import describe, field_comments, options
 from gentoolkit.registry import get_toolkit
 from gentoolkit.testing import invoke_gentool
@@ -93,3 +94,13 @@ def test_unknown_names_suggest_the_closest_in_one_line():
 def test_the_lists_point_to_info(toy):
     assert "gentool info NAME shows a model's options" in invoke_gentool("list-models").stdout
     assert "gentool info NAME shows a component's options" in invoke_gentool("plugins").stdout
+
+
+def test_a_bare_model_without_docstring_options_or_defaults_is_described(gentool_plugins):
+    bare = type("Bare", (Model,), {"name": "bare"})
+    toolkit = gentool_plugins(types.SimpleNamespace(register_models=hookimpl(lambda register: register(bare))),
+                              only=[])
+    (info,) = describe(toolkit, "bare")
+    assert (info.description, info.options, info.capabilities) == ("", [], [])
+    assert info.defaults == {"objective": None, "trainer": "adam", "sampler": "prior", "lr": 1e-3,
+                             "batch_size": 128, "epochs": 10}
