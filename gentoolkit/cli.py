@@ -18,13 +18,15 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gentoolkit import __version__, api
-from gentoolkit.errors import GentoolError, unknown
+from gentoolkit.errors import GentoolError, debugging, unknown
 from gentoolkit.images import check_output_path, save_samples
+from gentoolkit.info import ComponentInfo, describe
 from gentoolkit.plots import plot_metrics
-from gentoolkit.registry import get_toolkit
+from gentoolkit.registry import KINDS, Registry, get_toolkit
 
 
 def stdout_console() -> Console:
@@ -37,28 +39,49 @@ def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True)  # messages stay one line, whatever the width
 
 
-def _debug() -> bool:
-    return os.environ.get("GENTOOL_DEBUG", "") not in ("", "0")
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    stderr_console().print(f"[yellow]warning:[/] {message}", highlight=False)
+    stderr_console().print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+
+
+def _configure(debug: bool) -> None:
+    """What ``gentool`` sets up before any plugin loads: tracebacks on request, one-line warnings."""
+    if debug:
+        os.environ["GENTOOL_DEBUG"] = "1"
+    warnings.showwarning = _show_warning
 
 
 class GentoolGroup(click.Group):
-    """Turns user errors into one line and exit code 1, bugs into a short report."""
+    """Turns user errors into one line and exit code 1, bugs into a short report; finds the
+    commands plugins add (``register_commands``) beside its own."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:  # gentool's own: no plugin needs loading
+            return command
+        commands = self._plugin_commands(ctx)
+        if name in commands or name in commands.clashes:
+            return commands.get(name)  # a contested name raises, saying how to choose
+        return None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx).names()})
+
+    def _plugin_commands(self, ctx: click.Context) -> Registry:
+        """The command registry; this runs before the group's callback, so it configures first."""
+        _configure(ctx.params.get("debug", False))
+        return get_toolkit().commands
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except GentoolError as exc:
-            if _debug():
+            if debugging():
                 traceback.print_exc()
             raise click.ClickException(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if _debug():
+            if debugging():
                 traceback.print_exc()
             raise click.ClickException(
                 f"internal error: {type(exc).__name__}: {exc} (this is a bug; rerun with "
@@ -70,9 +93,7 @@ class GentoolGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show full tracebacks (same as GENTOOL_DEBUG=1).")
 def cli(debug: bool) -> None:
     """Train and sample generative image models; extend them with plugins."""
-    if debug:
-        os.environ["GENTOOL_DEBUG"] = "1"
-    warnings.showwarning = _show_warning
+    _configure(debug)
 
 
 # ------------------------------------------------------------------ listing
@@ -81,7 +102,7 @@ def cli(debug: bool) -> None:
 def _print_registry(kind: str, family: bool = False) -> None:
     """A table of one kind of component: name, aliases, (family,) plugin, description."""
     columns = ["name", "aliases", *(["family"] if family else []), "plugin", "description"]
-    table = Table(*columns)
+    table = Table(*columns, caption=f"gentool info NAME shows a {kind}'s options and what it needs")
     for e in get_toolkit().registries[kind]:
         table.add_row(e.name, ", ".join(e.aliases), *([e.cls.family] if family else []), e.plugin,
                       e.cls.description())
@@ -110,20 +131,81 @@ def list_metrics() -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also show the core's own components.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def plugins(show_all: bool, as_json: bool) -> None:
-    """List installed plugins, their versions and what each registers."""
+    """List installed plugins, their versions, what each registers, failures and name clashes."""
     infos = [p for p in get_toolkit().plugins.values() if show_all or p.module != "gentoolkit.standard"]
     if as_json:
         rows = [{"name": p.name, "distribution": p.distribution, "version": p.version,
                  "module": p.module, "builtin": p.builtin, "hooks": p.hooks,
-                 "registers": p.registered, "error": p.error} for p in infos]
+                 "registers": p.registered, "error": p.error, "traceback": p.traceback,
+                 "clashes": [{"kind": c.kind, "name": c.name, "plugins": c.plugins,
+                              "winner": c.winner.plugin if c.winner else None, "message": c.message()}
+                             for c in p.clashes]} for p in infos]
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("plugin", "distribution", "version", "registers", "status")
+    notes = ["gentool info NAME shows a component's options"]
+    if any(p.error for p in infos):
+        notes.append("gentool --debug plugins shows why a plugin failed")
+    if any(p.clashes for p in infos):
+        notes.append("GENTOOL_PIN=NAME=PLUGIN settles a name clash")
+    table = Table("plugin", "distribution", "version", "registers", "status", caption="; ".join(notes))
     for p in infos:
         registers = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in p.registered.items())
-        status = f"[red]failed: {p.error}[/]" if p.error else "ok"
-        table.add_row(p.name, p.distribution, p.version, registers, status)
+        status = [f"[red]failed: {escape(p.error)}[/]"] if p.error else []
+        status += [f"[yellow]clash: {escape(c.outcome_for(p.name))}[/]" for c in p.clashes]
+        table.add_row(p.name, p.distribution, p.version, registers, "\n".join(status) or "ok")
     stdout_console().print(table)
+
+
+@cli.command("info")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(list(KINDS)), help="Which kind NAME is, where several kinds use it.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per match) for scripts.")
+def info(name: str, kind: str | None, as_json: bool) -> None:
+    """Show a component's options, its plugin and what it has or needs.
+
+    NAME is a model, objective, sampler, trainer, data set, metric or callback (or an
+    alias of one); every option is listed with its type, default and meaning.
+    """
+    found = describe(get_toolkit(), name, kind)
+    if as_json:
+        click.echo(json.dumps([c.to_json() for c in found], indent=2))
+        return
+    if len(found) > 1:
+        kinds = " and ".join(f"a{'n' if c.kind[0] in 'aeiou' else ''} {c.kind}" for c in found)
+        stderr_console().print(f"'{name}' is {kinds}; --kind picks one.", highlight=False)
+    for component in found:
+        _print_component(component)
+
+
+def _print_component(c: ComponentInfo) -> None:
+    console = stdout_console()
+    aliases = f", also {', '.join(c.aliases)}" if c.aliases else ""
+    console.print(f"[bold]{c.kind} {escape(c.name)}[/]{escape(aliases)}: plugin '{escape(c.plugin)}' "
+                  f"from {escape(c.distribution)} {escape(c.version)}", highlight=False)
+    if c.description:
+        console.print(escape(c.description), highlight=False)
+    if c.kind == "model":
+        console.print(f"capabilities: {', '.join(c.capabilities) or 'none'}", highlight=False)
+        console.print("defaults: " + ", ".join(f"{k} {v}" for k, v in c.defaults.items()), highlight=False)
+    elif c.requires:
+        console.print(f"needs a model with: {', '.join(c.requires)}", highlight=False)
+    if c.options:
+        table = Table("option", "type", "default", "meaning", caption=f"set with: {c.set_with}")
+        for o in c.options:
+            table.add_row(o.name, escape(o.type), escape(_as_typed(o.default)), escape(o.meaning))
+        console.print(table)
+    else:
+        console.print(f"no options; use: {c.set_with}", highlight=False)
+    console.print()
+
+
+def _as_typed(value) -> str:
+    """A default as a user would type it after --set: 32,64 for a tuple, true, none."""
+    if isinstance(value, list):
+        return ",".join(map(_as_typed, value))
+    if value is None or isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 # --------------------------------------------------------------------- fit

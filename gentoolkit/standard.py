@@ -1,7 +1,9 @@
 """The core's own components: the ``prior`` sampler and the ``adam`` trainer.
 
 They are generic (any Model, any single-loss Objective), so they live in the
-core and are registered through the same hooks as every plugin.
+core and are registered through the same hooks as every plugin. So are
+``gentool``'s own commands, which makes them built-ins that no plugin command
+can take the name of.
 """
 
 from __future__ import annotations
@@ -116,3 +118,11 @@ def register_samplers(register):
 @hookimpl
 def register_trainers(register):
     register(AdamTrainer)
+
+
+@hookimpl
+def register_commands(cli):
+    from gentoolkit.cli import cli as gentool  # here, not above: the CLI imports the registry, which imports this
+
+    for name, command in gentool.commands.items():
+        cli.add_command(command, name)

@@ -89,16 +89,6 @@ def test_plugin_registering_a_non_component_is_isolated():
     assert not list(toolkit.models)
 
 
-def test_name_clash_keeps_the_first_and_names_both_distributions():
-    toolkit = Toolkit()
-    toolkit.add_plugin(toy_plugin, PluginInfo("toy", "toy-dist", "1.0", "toy_plugin"))
-    twin = types.SimpleNamespace(register_models=hookimpl(
-        lambda register: register(toy_plugin.PixelBernoulli)))
-    with pytest.warns(PluginWarning, match="toy-dist.*twin-dist"):
-        toolkit.add_plugin(twin, PluginInfo("twin", "twin-dist", "1.0", "twin"))
-    assert toolkit.models.entry("pixels").distribution == "toy-dist"
-
-
 # ------------------------------------------------------------- checkpoints
 
 
@@ -312,14 +302,3 @@ def test_cli_exits_128_plus_signal_and_says_how_to_resume(toy_installed, tmp_pat
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code
     assert f"gentool fit --resume {tmp_path / 'r'}" in stderr and "Traceback" not in stderr
-
-
-def test_the_loser_of_a_name_clash_lists_nothing_and_reregistering_is_skipped():
-    toolkit = Toolkit()
-    toolkit.add_plugin(toy_plugin, PluginInfo("toy", "toy-dist", "1.0", "toy_plugin"))
-    twin = types.SimpleNamespace(register_models=hookimpl(lambda register: register(toy_plugin.PixelBernoulli)))
-    with pytest.warns(PluginWarning):
-        toolkit.add_plugin(twin, PluginInfo("twin", "twin-dist", "1.0", "twin"))
-    assert toolkit.plugins["twin"].registered == {}
-    with toolkit_with(toy_plugin, toy_plugin) as toolkit:  # the second is already registered: skipped
-        assert toolkit.plugins["toy_plugin"].error is None and "pixels" in toolkit.models

@@ -415,7 +415,7 @@ def register_datasets(register):
 
 def test_evaluate_a_run_with_every_sample_metric(cache, tmp_path):
     this = sys.modules[__name__]
-    with toolkit_with(toy_plugin, this, gentoolkit_metrics, entry_points=False):
+    with toolkit_with(toy_plugin, this, gentoolkit_metrics, only=()):
         gt.fit("pixels", "tiny-shapes", run_dir=tmp_path / "run", epochs=2, device="cpu")
         results = gt.load_run(tmp_path / "run").evaluate(["fid", "kid", "precision-recall"], k=200)
         assert set(results) == {"fid", "fid_k", "fid_features", "kid", "kid_std", "kid_k", "kid_features",
@@ -426,7 +426,7 @@ def test_evaluate_a_run_with_every_sample_metric(cache, tmp_path):
 
 
 def test_the_plugin_registers_every_metric():
-    with toolkit_with(gentoolkit_metrics, entry_points=False) as toolkit:
+    with toolkit_with(gentoolkit_metrics, only=()) as toolkit:
         assert toolkit.metrics.names() == ["elbo", "fid", "kid", "nll", "precision-recall", "recon"]
         assert toolkit.metrics.get("precision-recall") is PrecisionRecall
 

@@ -24,7 +24,7 @@ from test_external_plugin import gentool, table_row
 import gentoolkit
 import gentoolkit.api as gt
 from gentoolkit import hookspecs
-from gentoolkit.testing import toolkit_with
+from gentoolkit.testing import invoke_gentool, toolkit_with
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 TEXT = DOC.read_text()
@@ -147,3 +147,6 @@ def test_each_hook_example_registers_its_kind_and_they_work_together(tutorial, t
             assert images.shape == (8, 1, 28, 28) and set(images.unique().tolist()) <= {0.0, 1.0}
         (value,) = run.evaluate([names["metric"]], k=64).values()
         assert 0 <= value <= 1
+        result = invoke_gentool(names["command"], run.path, "--out", tmp_path / "command.png")
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "command.png").read_bytes()[:4] == b"\x89PNG"
