@@ -272,7 +272,7 @@ def test_levels_the_image_size_does_not_allow_are_one_clear_error(size, levels, 
 
 
 def test_plugin_registers_glow_with_its_alias_and_the_mle_objective():
-    with toolkit_with(gentoolkit_flow, entry_points=False) as toolkit:
+    with toolkit_with(gentoolkit_flow, only=[]) as toolkit:
         assert toolkit.models.get("glow") is Glow
         assert toolkit.models.get("flow") is Glow
         assert toolkit.objectives.get("mle") is MaximumLikelihood
