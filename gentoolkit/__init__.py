@@ -34,6 +34,7 @@ from gentoolkit.interfaces import (
     capabilities,
     conditional,
 )
+from gentoolkit.resources import check_memory
 from gentoolkit.standard import eval_mode
 from gentoolkit.training import Callback
 
@@ -43,7 +44,8 @@ __all__ = [
     "CAPABILITIES", "AdversarialObjective", "BitsPerDim", "Callback", "Component", "DataOptions", "Dataset",
     "DiscriminatorScored", "GentoolError", "ImageData", "ImageSpec", "LatentModel", "Likelihood", "Loss", "Metric",
     "Model", "NoConfig", "Objective", "Recipe", "Sampler", "Samples", "StandardNormalPrior", "Trainer",
-    "VariationalModel", "__version__", "apply_overrides", "batch_count", "binarize", "capabilities", "conditional",
+    "VariationalModel", "__version__", "apply_overrides", "batch_count", "binarize", "capabilities", "check_memory",
+    "conditional",
     "eval_mode", "from_dict", "from_signed", "hookimpl", "importance_weighted_log_prob", "index_batches",
     "posterior_chunks", "to_dict", "to_signed", "to_unit",
 ]

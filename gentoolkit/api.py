@@ -27,6 +27,7 @@ from gentoolkit.distributed import Group, process_group
 from gentoolkit.errors import GentoolError
 from gentoolkit.interfaces import DataOptions, ImageData, Model, Sampler, Samples
 from gentoolkit.registry import Toolkit, get_toolkit, require_fit
+from gentoolkit.resources import check_memory
 from gentoolkit.runconfig import ComponentConfig, DataSource, RunConfig
 from gentoolkit.rundir import RunDir
 from gentoolkit.training import (
@@ -173,6 +174,7 @@ class Run:
         class-conditional model draws class ``label``, or one row per class when it is None."""
         if n <= 0:
             raise GentoolError(f"-n must be a positive number of images, got {n}.")
+        check_memory(f"-n {n}", n * self.config.image_spec.pixels * 4, "ask for fewer images per call")
         drawer = self.sampler(sampler, options)
         labels = class_labels(self.model, n, label)
         torch.manual_seed(seed)
@@ -201,6 +203,8 @@ def class_labels(model: Model, n: int, label: int | None) -> torch.Tensor | None
 def build_model(toolkit: Toolkit, config: RunConfig) -> Model:
     """Build the (untrained) model a run config describes, checking that its state can be saved."""
     entry = toolkit.models.entry(config.model.name)
+    check_memory(f"model '{entry.name}' with these options", _state_bytes(entry.cls, config),
+                 "choose smaller sizes with --set")
     try:
         model = entry.cls(config.model.config, config.image_spec)
     except ValueError as exc:  # the model refuses the data's shape or an option combination
@@ -212,6 +216,17 @@ def build_model(toolkit: Toolkit, config: RunConfig) -> Model:
                            f"saved: its state has tensors that share memory ({groups}), which safetensors cannot "
                            "store; the plugin must register a copy (tensor.clone()) or one of them only.")
     return model
+
+
+def _state_bytes(cls: type, config: RunConfig) -> int:
+    """The bytes of a model's weights and buffers, from a build on the meta device (which
+    allocates nothing); 0 when the model cannot be built there."""
+    try:
+        with torch.device("meta"):
+            probe = cls(config.model.config, config.image_spec)
+    except Exception:  # noqa: BLE001 - meta tensors lack some operations; the real build then decides
+        return 0
+    return sum(t.numel() * t.element_size() for t in probe.state_dict().values())
 
 
 def grid_sampler(toolkit: Toolkit, model: Model) -> Sampler:
