@@ -197,3 +197,11 @@ def test_show_reads_only_regular_files(run):
     result = subprocess.run([sys.executable, "-m", "gentoolkit", "show", str(run)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 1 and "is not a regular file" in result.stderr
+
+
+def test_a_plugin_filter_is_named_when_a_name_is_unknown(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gentoolkit", "fit", "vae"], capture_output=True, text=True,
+                            cwd=tmp_path, env={**os.environ, "GENTOOL_PLUGINS": "vea"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "GENTOOL_PLUGINS names 'vea', which is no installed plugin. Did you mean 'vae'?" in result.stderr
+    assert "unknown model 'vae'" in result.stderr and "(GENTOOL_PLUGINS=vea loads only those plugins" in result.stderr
