@@ -1,0 +1,139 @@
+"""Nothing lost, whatever the user does: deep image modes, damaged MNIST files and caches,
+run directories that name other people's folders, and image sizes no memory can hold.
+
+Where a user meets the behaviour on the command line, it is checked through the CLI:
+one line, exit code 1, no traceback and never the catch-all "internal error".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from gentoolkit.cli import cli
+from gentoolkit_datasets.folder import decode_image
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch) -> Path:
+    """An empty user cache ($XDG_CACHE_HOME/gentoolkit) of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "gentoolkit"
+
+
+@pytest.fixture
+def gentool(toy, user_cache, tmp_path, monkeypatch):
+    """Run ``gentool ARGS`` in a temporary folder with the toy plugin; return the result."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args: object, ok: bool = True):
+        result = runner.invoke(cli, [str(a) for a in args])
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """The CLI's single error line, after checking exit code 1, no traceback and no 'internal error'."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], result.output
+    return errors[0]
+
+
+def grey_images(folder: Path, count: int = 4, size: int = 12) -> Path:
+    """``count`` small grey PNGs of different levels in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new("L", (size, size), 40 * i).save(folder / f"{i}.png")
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``, hidden ones included, with its size and modification time."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------ deep image modes (1)
+
+
+@pytest.mark.parametrize("mode,value,grey", [
+    ("F", 0.5, 128),  # floats in [0, 1]: x * 255
+    ("F", 1.0, 255),
+    ("I;16", 128 * 257, 128),  # 16-bit integers: x / 257
+    ("I;16B", 64 * 257, 64),
+    ("I", 200 * 257, 200),
+])
+def test_float_and_16_bit_images_decode_to_their_grey_level(tmp_path, mode, value, grey):
+    path = tmp_path / "deep.tif"
+    Image.new(mode, (10, 6), value).save(path)
+    assert Image.open(path).mode == mode  # the file really is that deep
+    for channels in ("grey", "rgb"):
+        assert torch.all(decode_image(path, 4, channels) == grey), (mode, channels)
+
+
+def test_values_beyond_the_range_are_scaled_by_the_image_maximum(tmp_path):
+    for mode, top in (("F", 1000.0), ("I", 300_000)):
+        image = Image.new(mode, (8, 8), 0)
+        image.paste(top, (0, 0, 8, 4))  # top half at the maximum, bottom half at half of it
+        image.paste(top / 2 if mode == "F" else top // 2, (0, 4, 8, 8))
+        image.putpixel((0, 7), -5 if mode == "I" else float("nan"))  # negative, NaN: black
+        image.save(tmp_path / "bright.tif")
+        pixels = decode_image(tmp_path / "bright.tif", 8, "grey")[0]
+        assert torch.all(pixels[:4] == 255) and torch.all(pixels[4:, 1:] == 128), mode
+        assert pixels[7, 0] == 0
+
+
+# ------------------------------------------- a run directory is data (4)
+
+
+def test_evaluating_someone_elses_run_leaves_their_folder_untouched(gentool, tmp_path, user_cache):
+    """A run's config.json names an image folder: evaluate and sample read it, write nothing there
+    (the decode cache goes to the user's cache) and delete nothing, not even old-style cache files."""
+    mine = grey_images(tmp_path / "mine")
+    gentool("fit", "px", "--dataset", "image-folder", "--data-dir", mine, "--set", "data.mode=grey",
+            "--image-size", "8", "--epochs", "1", "--run-dir", "run", "--quiet")
+    theirs = grey_images(tmp_path / "theirs", count=6)
+    (theirs / ".gentool-cache-grey8-0123456789abcdef0123.safetensors").write_bytes(b"not ours to delete")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["dataset"].update(data_dir=str(theirs), root=str(theirs))
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    shutil.rmtree(user_cache)
+    before = snapshot(theirs)
+
+    result = gentool("evaluate", "--run", "run", "--metric", "pixel-nll", "--split", "train", "--json")
+    gentool("sample", "--run", "run", "-n", "4", "--out", "grid.png")
+
+    assert snapshot(theirs) == before
+    assert len(list((user_cache / "folders").glob("*/grey8-*.safetensors"))) == 1
+    assert json.loads(result.stdout.splitlines()[-1])["nll"] > 0
+
+
+def test_the_decode_cache_follows_the_files_and_the_settings(gentool, tmp_path, user_cache):
+    """The cache is keyed by the folder's contents and the decode settings: a changed file,
+    another size or mode each get their own decode, never a stale tensor."""
+    folder = grey_images(tmp_path / "images", count=3)
+    fit = ("fit", "px", "--dataset", "image-folder", "--data-dir", folder, "--epochs", "1", "--quiet")
+    gentool(*fit, "--image-size", "8", "--run-dir", "a")
+    gentool(*fit, "--image-size", "6", "--set", "data.mode=grey", "--run-dir", "b")
+    caches = user_cache / "folders"
+    assert sorted(p.name.split("-")[0] for p in caches.glob("*/*.safetensors")) == ["grey6", "rgb8"]
+    [stale] = caches.glob("*/rgb8-*.safetensors")
+    Image.new("L", (12, 12), 255).save(folder / "0.png")  # same name, new content
+    gentool(*fit, "--image-size", "8", "--run-dir", "c")
+    [fresh] = caches.glob("*/rgb8-*.safetensors")  # decoded afresh, the stale one removed
+    assert fresh.name != stale.name and not stale.exists()
+    assert snapshot(folder).keys() == {"0.png", "1.png", "2.png"}
