@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from gentoolkit.cli import cli
+from gentoolkit_datasets import folder as folder_module
+from gentoolkit_datasets import memory
 from gentoolkit_datasets.folder import decode_image
 
 
@@ -137,3 +139,56 @@ def test_the_decode_cache_follows_the_files_and_the_settings(gentool, tmp_path, 
     [fresh] = caches.glob("*/rgb8-*.safetensors")  # decoded afresh, the stale one removed
     assert fresh.name != stale.name and not stale.exists()
     assert snapshot(folder).keys() == {"0.png", "1.png", "2.png"}
+
+
+# ----------------------------------------------------- absurd image sizes (5)
+
+
+@pytest.fixture
+def eight_gib(monkeypatch):
+    """A machine with 8 GiB of memory, so data may take 4 GiB; no image may be decoded."""
+    monkeypatch.setattr(memory, "usable_memory", lambda: 8 * 2**30)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded an image although the size was refused")
+
+    monkeypatch.setattr(folder_module, "decode_image", no_decoding)
+    monkeypatch.setattr(folder_module, "opens", no_decoding)
+
+
+@pytest.mark.parametrize("dataset", ["image-folder", "anime"])
+def test_an_image_size_no_memory_holds_is_refused_before_decoding(gentool, eight_gib, tmp_path, dataset):
+    folder = grey_images(tmp_path / "faces", count=3)
+    result = gentool("fit", "px", "--dataset", dataset, "--data-dir", folder, "--image-size", "100000", ok=False)
+    one_line_error(result, f"image folder {folder}: 3 images of 3 x 100000 x 100000 would take 83.8 GiB decoded "
+                           "(27.9 GiB each), more than the 4.0 GiB data may take here (50% of 8.0 GiB of memory); "
+                           "choose a smaller --image-size.")
+
+
+def test_streaming_is_refused_when_even_a_batch_does_not_fit(gentool, eight_gib, tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_module, "STREAM_BATCH", 2)
+    folder = grey_images(tmp_path / "faces", count=3)
+    result = gentool("fit", "px", "--dataset", "image-folder", "--data-dir", folder, "--image-size", "30000",
+                     ok=False)
+    one_line_error(result, "3 images of 3 x 30000 x 30000 would take 7.5 GiB decoded (2.5 GiB each), "
+                           "and even 2 at a time, streamed from disk, need 5.0 GiB, more than the 4.0 GiB")
+
+
+def test_a_run_config_asking_for_an_absurd_size_is_refused(gentool, tmp_path, monkeypatch):
+    gentool("fit", "px", "--dataset", "shapes", "--set", "data.train_size=64", "--set", "data.test_size=16",
+            "--image-size", "8", "--epochs", "1", "--run-dir", "run", "--quiet")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["dataset"]["image_size"] = 100000
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(memory, "usable_memory", lambda: 8 * 2**30)
+    result = gentool("evaluate", "--run", "run", "--metric", "pixel-nll", ok=False)
+    one_line_error(result, "shapes: 80 images of 1 x 100000 x 100000 would take 745.1 GiB decoded")
+
+
+def test_usable_memory_is_the_container_limit_when_lower(tmp_path, monkeypatch):
+    limit = tmp_path / "memory.max"
+    limit.write_text("1073741824\n")
+    monkeypatch.setattr(memory, "CGROUP_LIMITS", (tmp_path / "missing", limit))
+    assert memory.usable_memory() == 2**30
+    limit.write_text("max\n")  # cgroup v2 without a limit: the RAM
+    assert memory.usable_memory() > 2**30

@@ -14,7 +14,7 @@ import gentoolkit.api as gt
 from gentoolkit import DataOptions, GentoolError, ImageSpec, apply_overrides
 from gentoolkit.registry import get_toolkit
 from gentoolkit.testing import toolkit_with
-from gentoolkit_datasets import MNIST, AnimeFaces, FashionMNIST, ImageFolder, Shapes
+from gentoolkit_datasets import MNIST, AnimeFaces, FashionMNIST, ImageFolder, Shapes, memory
 from gentoolkit_datasets import folder as folder_module
 from gentoolkit_datasets.torchvision_sets import resize
 
@@ -187,7 +187,9 @@ def test_folder_errors_say_what_to_do(tmp_path):
 
 def test_folder_too_large_for_memory_is_streamed(mixed_folder, monkeypatch, tmp_path):
     in_memory, _ = load_folder(mixed_folder, test_fraction=0.5)
-    monkeypatch.setattr(folder_module, "MEMORY_SHARE", 1e-9)
+    # 6 images of 3 x 16 x 16 take 4608 bytes (3 x 28 x 28: 14112), but one at a time fits
+    monkeypatch.setattr(memory, "memory_limit", lambda: 4000)
+    monkeypatch.setattr(folder_module, "STREAM_BATCH", 1)
     options = DataOptions(root=mixed_folder, data_dir=mixed_folder, image_size=16)
     with pytest.warns(UserWarning, match="decoded from disk batch by batch"):
         streamed = ImageFolder(ImageFolder.Config(test_fraction=0.5)).load(options)

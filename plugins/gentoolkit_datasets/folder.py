@@ -29,12 +29,13 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
 from gentoolkit import DataOptions, Dataset, GentoolError, ImageData, ImageSpec
+from gentoolkit_datasets.memory import fits_in_memory, require_memory
 
 CHANNELS = {"rgb": 3, "grey": 1}  # per value of the ``mode`` option
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 CACHE_VERSION = 2  # part of every cache key: bump it when decoding changes, so old caches are not reused
 DECODE_CHUNK = 1024  # files handed to the thread pool at once; bounds the decoded images waiting in flight
-MEMORY_SHARE = 0.5  # stream folders whose decoded tensor would take more than this share of the RAM
+STREAM_BATCH = 256  # the largest batch a streamed folder is expected to decode at once
 
 FileEntry = tuple[str, int, int]  # (path relative to the folder, size in bytes, mtime in ns)
 
@@ -137,15 +138,6 @@ def scan(folder: Path) -> tuple[list[FileEntry], list[str]]:
     return sorted(images), sorted(others)
 
 
-def fits_in_memory(count: int, channels: int, size: int) -> bool:
-    """Whether the decoded folder fits comfortably in RAM (assumed so where RAM cannot be read)."""
-    try:
-        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): decode and see
-        return True
-    return count * channels * size * size <= MEMORY_SHARE * ram
-
-
 class StreamedImages:
     """A folder too large to decode into memory, decoded batch by batch when indexed.
 
@@ -196,6 +188,7 @@ def load_folder(folder: Path, size: int, mode: str) -> Tensor | StreamedImages:
     if not files:
         raise GentoolError(f"no images in {folder} or its subfolders; expected files ending in "
                            f"{', '.join(IMAGE_SUFFIXES)}.")
+    require_memory(f"image folder {folder}", len(files), CHANNELS[mode], size, at_once=STREAM_BATCH)
     if not fits_in_memory(len(files), CHANNELS[mode], size):
         warnings.warn(f"{len(files)} images of {size} x {size} would not fit in memory, so they are decoded "
                       "from disk batch by batch, every epoch (slower); a smaller --image-size lets them be "

@@ -14,6 +14,7 @@ import torchvision
 from torch import Tensor
 
 from gentoolkit import DataOptions, Dataset, GentoolError, ImageData, ImageSpec
+from gentoolkit_datasets.memory import require_memory
 
 RESIZE_CHUNK = 4096  # images resized at once; bounds the float copy in memory
 
@@ -38,6 +39,7 @@ class MNIST(Dataset):
         train_images, test_images = train.data.unsqueeze(1), test.data.unsqueeze(1)  # N x 1 x 28 x 28
         size = options.image_size or 28
         if size != 28:
+            require_memory(self.source.__name__, len(train_images) + len(test_images), 1, size)
             train_images, test_images = resize(train_images, size), resize(test_images, size)
         return ImageData(train=train_images, test=test_images, spec=ImageSpec(1, size, size, binary=self.binary),
                          train_labels=train.targets, test_labels=test.targets)
