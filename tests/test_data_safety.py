@@ -8,7 +8,9 @@ one line, exit code 1, no traceback and never the catch-all "internal error".
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from gentoolkit import DataOptions
 from gentoolkit.cli import cli
+from gentoolkit_datasets import FashionMNIST, memory
 from gentoolkit_datasets import folder as folder_module
-from gentoolkit_datasets import memory
 from gentoolkit_datasets.folder import decode_image
 
 
@@ -97,6 +100,83 @@ def test_values_beyond_the_range_are_scaled_by_the_image_maximum(tmp_path):
         pixels = decode_image(tmp_path / "bright.tif", 8, "grey")[0]
         assert torch.all(pixels[:4] == 255) and torch.all(pixels[4:, 1:] == 128), mode
         assert pixels[7, 0] == 0
+
+
+# ------------------------------------------------ damaged MNIST files (2)
+
+
+@pytest.fixture
+def mnist_copy(mnist_root, tmp_path) -> Path:
+    """A writable copy of the real MNIST files: a data root to damage."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX_FILES:
+        shutil.copyfile(mnist_root / "MNIST" / "raw" / name, raw / name)
+    return tmp_path / "data"
+
+
+IDX_FILES = {"train-images-idx3-ubyte": 47040016, "train-labels-idx1-ubyte": 60008,
+             "t10k-images-idx3-ubyte": 7840016, "t10k-labels-idx1-ubyte": 10008}
+
+
+def damage(path: Path, how: str) -> None:
+    """Truncate ``path`` to a tenth, empty it, or overwrite it with random bytes of the same size."""
+    size = path.stat().st_size
+    if how == "truncated":
+        os.truncate(path, size // 10)
+    elif how == "empty":
+        os.truncate(path, 0)
+    else:
+        path.write_bytes(os.urandom(size))
+
+
+@pytest.mark.parametrize("name,how,problem", [
+    ("train-images-idx3-ubyte", "truncated", "4704001 bytes instead of 47040016 (truncated)"),
+    ("t10k-labels-idx1-ubyte", "empty", "0 bytes instead of 10008 (truncated)"),
+    ("train-labels-idx1-ubyte", "random", "its header (magic number, then shape) is "),
+])
+@pytest.mark.parametrize("download", [True, False])
+def test_damaged_mnist_files_are_reported_as_damaged(gentool, mnist_copy, name, how, problem, download):
+    path = mnist_copy / "MNIST" / "raw" / name
+    damage(path, how)
+    flags = () if download else ("--no-download",)
+    result = gentool("fit", "px", "--dataset", "mnist", "--data-dir", mnist_copy, *flags, ok=False)
+    fix = ("delete it and run again to download it afresh." if download else
+           "delete it and run again without --no-download to download it afresh, or put an intact copy there.")
+    line = one_line_error(result, f"MNIST file {path} is damaged: {problem}", fix)
+    assert "not found" not in line
+
+
+def idx_file(name: str, extra: int = 0) -> bytes:
+    """A well-formed MNIST-shaped IDX file of zeros, with ``extra`` bytes more (or fewer, when negative)."""
+    dims = (60000 if name.startswith("train") else 10000, *((28, 28) if "images" in name else ()))
+    header = struct.pack(f">{1 + len(dims)}I", 0x0803 if "images" in name else 0x0801, *dims)
+    return header + bytes(IDX_FILES[name] - len(header) + extra)
+
+
+@pytest.mark.parametrize("name,extra,problem", [
+    ("t10k-images-idx3-ubyte", -1, "7840015 bytes instead of 7840016 (truncated)"),
+    ("train-labels-idx1-ubyte", 1, "60009 bytes instead of 60008;"),
+])
+def test_damaged_fashion_mnist_files_are_reported_as_damaged(gentool, tmp_path, name, extra, problem):
+    """Fashion-MNIST's files have MNIST's shapes: well-formed ones, one with a byte too few or too many."""
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for each in IDX_FILES:
+        (raw / each).write_bytes(idx_file(each, extra if each == name else 0))
+    result = gentool("fit", "px", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "data", "--no-download",
+                     ok=False)
+    one_line_error(result, f"FashionMNIST file {raw / name} is damaged: {problem}")
+
+
+def test_well_formed_files_pass_the_checks(tmp_path):
+    """The checks accept the files they describe: all zeros, but the right header and size."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX_FILES:
+        (raw / name).write_bytes(idx_file(name))
+    data = FashionMNIST().load(DataOptions(root=tmp_path, download=False))
+    assert data.train.shape == (60000, 1, 28, 28) and data.test_labels.shape == (10000,)
 
 
 # ------------------------------------------- a run directory is data (4)
