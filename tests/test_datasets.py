@@ -232,7 +232,7 @@ def test_mnist_from_the_data_dir(mnist_root):
     data = MNIST().load(DataOptions(root=mnist_root, download=False))
     assert data.train.shape == (60000, 1, 28, 28) and data.test.shape == (10000, 1, 28, 28)
     assert data.train.dtype == torch.uint8 and data.train.max() == 255
-    assert data.spec == ImageSpec(1, 28, 28, binary=True, classes=4)
+    assert data.spec == ImageSpec(1, 28, 28, binary=True, classes=10)
     assert data.train_labels.shape == (60000,) and set(data.test_labels.tolist()) == set(range(10))
 
 
