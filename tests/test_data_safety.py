@@ -7,22 +7,26 @@ one line, exit code 1, no traceback and never the catch-all "internal error".
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from gentoolkit import DataOptions
 from gentoolkit.cli import cli
 from gentoolkit_datasets import FashionMNIST, memory
 from gentoolkit_datasets import folder as folder_module
 from gentoolkit_datasets.folder import decode_image
+from gentoolkit_metrics import features
 
 
 @pytest.fixture
@@ -179,6 +183,57 @@ def test_well_formed_files_pass_the_checks(tmp_path):
     assert data.train.shape == (60000, 1, 28, 28) and data.test_labels.shape == (10000,)
 
 
+# ------------------------------------------- damaged classifier cache (3)
+
+
+@pytest.fixture
+def shapes_run(gentool, monkeypatch) -> Callable[[], dict]:
+    """A run of the toy model on 8 x 8 shapes, and ``evaluate()``: its FID on classifier features,
+    trained with 20 updates to keep the test quick (the cache key does not depend on them)."""
+    monkeypatch.setattr(features, "train_classifier", functools.partial(features.train_classifier, steps=20))
+    gentool("fit", "px", "--dataset", "shapes", "--set", "data.train_size=256", "--set", "data.test_size=64",
+            "--image-size", "8", "--epochs", "1", "--run-dir", "run", "--quiet")
+
+    def evaluate():
+        result = gentool("evaluate", "--run", "run", "--metric", "fid", "--k", "64", "--set",
+                         "fid.features=classifier", "--json")
+        return result, json.loads(result.stdout.splitlines()[-1])
+
+    return evaluate
+
+
+@pytest.mark.parametrize("how", ["truncated", "random", "other tensors", "not finite"])
+def test_a_damaged_classifier_cache_is_retrained_and_rewritten(shapes_run, user_cache, how):
+    first, results = shapes_run()
+    [cache] = (user_cache / "features").iterdir()
+    weights = {k: v.clone() for k, v in load_file(cache).items()}  # not views of the file, which is damaged next
+    if how == "truncated":
+        os.truncate(cache, cache.stat().st_size // 2)
+    elif how == "random":
+        cache.write_bytes(os.urandom(1000))
+    elif how == "other tensors":
+        save_file({"head.1.weight": torch.zeros(3, 128)}, cache)
+    else:
+        save_file({**weights, "mean": torch.full((128,), float("nan"))}, cache)
+
+    second, again = shapes_run()
+    warning = [line for line in second.stderr.splitlines() if "warning" in line]
+    assert len(warning) == 1 and f"the cached feature classifier {cache} is damaged (" in warning[0], second.stderr
+    assert "training it again and overwriting it." in warning[0]
+    assert again == results  # the same classifier, trained again
+    assert {k: torch.equal(v, weights[k]) for k, v in load_file(cache).items()} == dict.fromkeys(weights, True)
+    assert list((user_cache / "features").iterdir()) == [cache]  # no temporary file left behind
+    third, _ = shapes_run()
+    assert "warning" not in third.stderr
+
+
+def test_a_cache_that_cannot_be_written_is_only_a_warning(shapes_run, user_cache):
+    user_cache.mkdir(parents=True)
+    (user_cache / "features").write_text("a file where the cache folder should be")
+    result, results = shapes_run()
+    assert "could not cache the feature classifier" in result.stderr and results["fid"] >= 0
+
+
 # ------------------------------------------- a run directory is data (4)
 
 
@@ -218,6 +273,16 @@ def test_the_decode_cache_follows_the_files_and_the_settings(gentool, tmp_path, 
     gentool(*fit, "--image-size", "8", "--run-dir", "c")
     [fresh] = caches.glob("*/rgb8-*.safetensors")  # decoded afresh, the stale one removed
     assert fresh.name != stale.name and not stale.exists()
+    assert snapshot(folder).keys() == {"0.png", "1.png", "2.png"}
+
+
+def test_a_decode_cache_that_cannot_be_written_is_only_a_warning(gentool, tmp_path, user_cache):
+    folder = grey_images(tmp_path / "images", count=3)
+    user_cache.mkdir(parents=True)
+    (user_cache / "folders").write_text("a file where the cache folder should be")
+    result = gentool("fit", "px", "--dataset", "image-folder", "--data-dir", folder, "--image-size", "8",
+                     "--epochs", "1", "--quiet")
+    assert "could not write the decode cache" in result.stderr and "decoded again next run" in result.stderr
     assert snapshot(folder).keys() == {"0.png", "1.png", "2.png"}
 
 

@@ -15,6 +15,7 @@ import os
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -269,7 +270,8 @@ def write_cache(path: Path, images: Tensor, unreadable: list[str]) -> None:
                       "next run.", stacklevel=4)
         return
     finally:
-        temporary.unlink(missing_ok=True)
+        with suppress(OSError):  # no folder to hold it: nothing to remove
+            temporary.unlink(missing_ok=True)
     stale_prefix = path.name[:path.name.rindex("-") + 1]  # mode + size + "-"
     for stale in path.parent.glob(f"{stale_prefix}*.safetensors"):
         if stale != path:
