@@ -34,7 +34,7 @@ from gentoolkit.interfaces import (
     capabilities,
     conditional,
 )
-from gentoolkit.resources import check_memory
+from gentoolkit.resources import check_memory, format_bytes, memory_limit, usable_memory
 from gentoolkit.standard import eval_mode
 from gentoolkit.training import Callback
 
@@ -45,7 +45,7 @@ __all__ = [
     "DiscriminatorScored", "GentoolError", "ImageData", "ImageSpec", "LatentModel", "Likelihood", "Loss", "Metric",
     "Model", "NoConfig", "Objective", "Recipe", "Sampler", "Samples", "StandardNormalPrior", "Trainer",
     "VariationalModel", "__version__", "apply_overrides", "batch_count", "binarize", "capabilities", "check_memory",
-    "conditional",
+    "conditional", "format_bytes", "memory_limit", "usable_memory",
     "eval_mode", "from_dict", "from_signed", "hookimpl", "importance_weighted_log_prob", "index_batches",
     "posterior_chunks", "to_dict", "to_signed", "to_unit",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -138,7 +139,7 @@ class Run:
             raise GentoolError(f"--k must be a positive integer, got {k}.")
         if batch_size <= 0:
             raise GentoolError(f"--batch-size must be a positive integer, got {batch_size}.")
-        data = load_data(self.toolkit, self.config.dataset)
+        data = load_data(self.toolkit, self.data_source())
         images = {"train": data.train, "test": data.test}.get(split)
         if split not in ("train", "test"):
             raise GentoolError(f"--split {split}: use train or test.")
@@ -159,6 +160,18 @@ class Run:
             results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
                                                generator=generator, data=data, sampler=drawer))
         return results
+
+    def data_source(self) -> DataSource:
+        """The run's data set, read as its config.json says; a run directory is data, not instructions,
+        so data is downloaded only into this user's own data root, and a folder named by the config
+        (someone else's, perhaps) is read, never written, and shown."""
+        source = self.config.dataset
+        own_root = data_root()
+        folder = source.data_dir or source.root
+        if folder != own_root:
+            warnings.warn(f"reading data set '{source.name}' from {folder}, as {self.path / RunDir.CONFIG} says; "
+                          "nothing is written there.", stacklevel=2)
+        return dataclasses.replace(source, download=source.download and source.root == own_root)
 
     def sampler(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Sampler:
         """The named sampler (the model's default if None) with ``options``, checked against the model."""

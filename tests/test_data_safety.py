@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from gentoolkit import DataOptions
+from gentoolkit import DataOptions, resources
 from gentoolkit.cli import cli
 from gentoolkit_datasets import FashionMNIST, memory
 from gentoolkit_datasets import folder as folder_module
@@ -292,7 +292,8 @@ def test_a_decode_cache_that_cannot_be_written_is_only_a_warning(gentool, tmp_pa
 @pytest.fixture
 def eight_gib(monkeypatch):
     """A machine with 8 GiB of memory, so data may take 4 GiB; no image may be decoded."""
-    monkeypatch.setattr(memory, "usable_memory", lambda: 8 * 2**30)
+    for module in (resources, memory):  # the core's limit, and the plugin's message
+        monkeypatch.setattr(module, "usable_memory", lambda: 8 * 2**30)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded an image although the size was refused")
@@ -306,7 +307,7 @@ def test_an_image_size_no_memory_holds_is_refused_before_decoding(gentool, eight
     folder = grey_images(tmp_path / "faces", count=3)
     result = gentool("fit", "px", "--dataset", dataset, "--data-dir", folder, "--image-size", "100000", ok=False)
     one_line_error(result, f"image folder {folder}: 3 images of 3 x 100000 x 100000 would take 83.8 GiB decoded "
-                           "(27.9 GiB each), more than the 4.0 GiB data may take here (50% of 8.0 GiB of memory); "
+                           "(27.9 GiB each), more than the 4.0 GiB data may take here (half of 8.0 GiB of memory); "
                            "choose a smaller --image-size.")
 
 
@@ -325,7 +326,8 @@ def test_a_run_config_asking_for_an_absurd_size_is_refused(gentool, tmp_path, mo
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     config["dataset"]["image_size"] = 100000
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(memory, "usable_memory", lambda: 8 * 2**30)
+    for module in (resources, memory):  # the core's limit, and the plugin's message
+        monkeypatch.setattr(module, "usable_memory", lambda: 8 * 2**30)
     result = gentool("evaluate", "--run", "run", "--metric", "pixel-nll", ok=False)
     one_line_error(result, "shapes: 80 images of 1 x 100000 x 100000 would take 745.1 GiB decoded")
 
@@ -333,7 +335,7 @@ def test_a_run_config_asking_for_an_absurd_size_is_refused(gentool, tmp_path, mo
 def test_usable_memory_is_the_container_limit_when_lower(tmp_path, monkeypatch):
     limit = tmp_path / "memory.max"
     limit.write_text("1073741824\n")
-    monkeypatch.setattr(memory, "CGROUP_LIMITS", (tmp_path / "missing", limit))
-    assert memory.usable_memory() == 2**30
+    monkeypatch.setattr(resources, "CGROUP_LIMITS", (tmp_path / "missing", limit))
+    assert resources.usable_memory() == 2**30
     limit.write_text("max\n")  # cgroup v2 without a limit: the RAM
-    assert memory.usable_memory() > 2**30
+    assert resources.usable_memory() > 2**30

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+import gentoolkit.api as gt
 from gentoolkit import checkpoint
 from gentoolkit.cli import cli
 from gentoolkit.rundir import RunDir
@@ -205,3 +206,13 @@ def test_a_plugin_filter_is_named_when_a_name_is_unknown(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "GENTOOL_PLUGINS names 'vea', which is no installed plugin. Did you mean 'vae'?" in result.stderr
     assert "unknown model 'vae'" in result.stderr and "(GENTOOL_PLUGINS=vea loads only those plugins" in result.stderr
+
+
+def test_a_run_directory_is_data_not_instructions(run, tmp_path):
+    """A config.json naming someone else's data root: read from (and shown), never downloaded into."""
+    config = json.loads((run / RunDir.CONFIG).read_text())
+    config["dataset"].update(root=str(tmp_path / "theirs"), download=True)
+    (run / RunDir.CONFIG).write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match=f"reading data set 'shapes' from {tmp_path / 'theirs'}, as .*config.json"):
+        source = gt.load_run(run).data_source()
+    assert source.download is False and not (tmp_path / "theirs").exists()
