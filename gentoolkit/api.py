@@ -175,11 +175,7 @@ class Run:
 
     def sampler(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Sampler:
         """The named sampler (the model's default if None) with ``options``, checked against the model."""
-        sampler_cls = self.toolkit.samplers.get(name or self.model.default_sampler)
-        assignments = [(k, str(v)) for k, v in (options or {}).items()]
-        config = apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'")
-        require_fit("sampler", sampler_cls, self.model)
-        return sampler_cls(config)
+        return build_sampler(self.toolkit, self.model, name or self.model.default_sampler, options or {})
 
     def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
                options: Mapping[str, Any] | None = None, label: int | None = None) -> Samples:
@@ -242,12 +238,18 @@ def _state_bytes(cls: type, config: RunConfig) -> int:
     return sum(t.numel() * t.element_size() for t in probe.state_dict().values())
 
 
+def build_sampler(toolkit: Toolkit, model: Model, name: str, options: Mapping[str, Any]) -> Sampler:
+    """The named sampler with ``options`` (parsed like command-line text), checked against ``model``."""
+    sampler_cls = toolkit.samplers.get(name)
+    assignments = [(k, str(v)) for k, v in options.items()]
+    config = apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'")
+    require_fit("sampler", sampler_cls, model)
+    return sampler_cls(config)
+
+
 def grid_sampler(toolkit: Toolkit, model: Model) -> Sampler:
     """The sampler of the per-epoch grids: the model's choice for them, else its default sampler."""
-    sampler_cls = toolkit.samplers.get(model.grid_sampler or model.default_sampler)
-    require_fit("sampler", sampler_cls, model)
-    assignments = [(k, str(v)) for k, v in model.grid_options.items()]
-    return sampler_cls(apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'"))
+    return build_sampler(toolkit, model, model.grid_sampler or model.default_sampler, model.grid_options)
 
 
 def load_data(toolkit: Toolkit, source: DataSource) -> ImageData:
