@@ -462,7 +462,7 @@ def test_ddpm_is_found_by_a_fresh_process(gentool, tmp_path):
 
 
 def test_plugin_registers_its_components():
-    with toolkit_with(gentoolkit_diffusion, entry_points=False) as toolkit:
+    with toolkit_with(gentoolkit_diffusion, only=[]) as toolkit:
         assert toolkit.models.get("ddpm") is DDPM and toolkit.models.get("diffusion") is DDPM
         assert toolkit.objectives.get("eps-mse") is NoiseMSE and toolkit.trainers.get("ema-adam") is EMAAdam
         assert toolkit.samplers.get("ddim") is DDIMSampler and toolkit.samplers.get("ddpm") is AncestralSampler
