@@ -33,6 +33,7 @@ from gentoolkit.interfaces import (
     VariationalModel,
     capabilities,
     conditional,
+    has_capability,
 )
 from gentoolkit.resources import check_memory, format_bytes, memory_limit, usable_memory
 from gentoolkit.standard import eval_mode
@@ -45,7 +46,7 @@ __all__ = [
     "DiscriminatorScored", "GentoolError", "ImageData", "ImageSpec", "LatentModel", "Likelihood", "Loss", "Metric",
     "Model", "NoConfig", "Objective", "Recipe", "Sampler", "Samples", "StandardNormalPrior", "Trainer",
     "VariationalModel", "__version__", "apply_overrides", "batch_count", "binarize", "capabilities", "check_memory",
-    "conditional", "format_bytes", "memory_limit", "usable_memory",
+    "conditional", "format_bytes", "has_capability", "memory_limit", "usable_memory",
     "eval_mode", "from_dict", "from_signed", "hookimpl", "importance_weighted_log_prob", "index_batches",
     "posterior_chunks", "to_dict", "to_signed", "to_unit",
 ]
