@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import traceback
+import typing
 import warnings
 from pathlib import Path
 
@@ -21,12 +22,49 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gentoolkit import __version__, api
+from gentoolkit import __version__, index
 from gentoolkit.errors import GentoolError, debugging, unknown
-from gentoolkit.images import check_output_path, save_samples
-from gentoolkit.info import ComponentInfo, describe
-from gentoolkit.plots import plot_metrics
-from gentoolkit.registry import KINDS, Registry, get_toolkit
+
+# Everything that needs torch (gentoolkit.api, the registry, images, plots) is imported inside
+# the commands that use it: gentool --help, --version and shell completion stay light.
+if typing.TYPE_CHECKING:
+    from gentoolkit import api
+    from gentoolkit.info import ComponentInfo
+    from gentoolkit.registry import Registry, Toolkit
+
+
+def _toolkit() -> Toolkit:
+    """The process-wide toolkit: every plugin loaded (this imports torch)."""
+    from gentoolkit.registry import get_toolkit
+
+    return get_toolkit()
+
+
+def _index() -> index.Index:
+    """The installed names for help and completion: from the toolkit where this process has
+    already loaded one (tests, a plugin's command), else from the index file, loading nothing."""
+    registry = sys.modules.get("gentoolkit.registry")
+    toolkit = registry.loaded_toolkit() if registry is not None else None
+    return toolkit.name_index() if toolkit is not None else index.load()
+
+
+def _complete(*kinds: str, many: bool = False):
+    """A ``shell_complete`` callback offering the installed names of ``kinds`` (all when none is
+    given); with ``many``, the last of comma-separated names (``--metric fid,k<Tab>``)."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        head, comma, last = incomplete.rpartition(",") if many else ("", "", incomplete)
+        names = _index()
+        offered: dict[str, str] = {}
+        for kind in kinds or index.KINDS:
+            for name, description in names.names(kind).items():
+                offered.setdefault(name, description)
+        return [CompletionItem(head + comma + name, help=description) for name, description in sorted(offered.items())
+                if name.startswith(last)]
+
+    return complete
 
 
 def stdout_console() -> Console:
@@ -52,11 +90,15 @@ def _configure(debug: bool) -> None:
 
 class GentoolGroup(click.Group):
     """Turns user errors into one line and exit code 1, bugs into a short report; finds the
-    commands plugins add (``register_commands``) beside its own."""
+    commands plugins add (``register_commands``) beside its own.
+
+    Listing commands (``--help``, completion) reads the plugins' commands from the name index
+    (:mod:`gentoolkit.index`); only running one of them loads the plugins.
+    """
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
-        if command is not None:  # gentool's own: no plugin needs loading
+        if command is not None or ctx.resilient_parsing:  # gentool's own, or completion: no plugin loads
             return command
         commands = self._plugin_commands(ctx)
         if name in commands or name in commands.clashes:
@@ -64,12 +106,32 @@ class GentoolGroup(click.Group):
         return None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx).names()})
+        return sorted({*super().list_commands(ctx), *_index().commands})
+
+    def _command_help(self, plugin_commands: dict[str, str], limit: int) -> dict[str, str]:
+        """Each command's short help: gentool's own from the commands, the plugins' from the index."""
+        helps = {name: click.utils.make_default_short_help(text, limit) for name, text in plugin_commands.items()}
+        helps.update({name: command.get_short_help_str(limit) for name, command in self.commands.items()
+                      if not command.hidden})
+        return dict(sorted(helps.items()))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        plugin_commands = _index().commands
+        widest = max(map(len, [*self.commands, *plugin_commands]))
+        with formatter.section("Commands"):
+            formatter.write_dl(list(self._command_help(plugin_commands, formatter.width - 6 - widest).items()))
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        helps = self._command_help(_index().commands, limit=45)
+        commands = [CompletionItem(name, help=text) for name, text in helps.items() if name.startswith(incomplete)]
+        return commands + click.Command.shell_complete(self, ctx, incomplete)  # and the group's options
 
     def _plugin_commands(self, ctx: click.Context) -> Registry:
         """The command registry; this runs before the group's callback, so it configures first."""
         _configure(ctx.params.get("debug", False))
-        return get_toolkit().commands
+        return _toolkit().commands
 
     def invoke(self, ctx: click.Context):
         try:
@@ -103,7 +165,7 @@ def _print_registry(kind: str, family: bool = False) -> None:
     """A table of one kind of component: name, aliases, (family,) plugin, description."""
     columns = ["name", "aliases", *(["family"] if family else []), "plugin", "description"]
     table = Table(*columns, caption=f"gentool info NAME shows a {kind}'s options and what it needs")
-    for e in get_toolkit().registries[kind]:
+    for e in _toolkit().registries[kind]:
         table.add_row(e.name, ", ".join(e.aliases), *([e.cls.family] if family else []), e.plugin,
                       e.cls.description())
     stdout_console().print(table)
@@ -132,7 +194,7 @@ def list_metrics() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def plugins(show_all: bool, as_json: bool) -> None:
     """List installed plugins, their versions, what each registers, failures and name clashes."""
-    infos = [p for p in get_toolkit().plugins.values() if show_all or p.module != "gentoolkit.standard"]
+    infos = [p for p in _toolkit().plugins.values() if show_all or p.module != "gentoolkit.standard"]
     if as_json:
         rows = [{"name": p.name, "distribution": p.distribution, "version": p.version,
                  "module": p.module, "builtin": p.builtin, "hooks": p.hooks,
@@ -157,8 +219,8 @@ def plugins(show_all: bool, as_json: bool) -> None:
 
 
 @cli.command("info")
-@click.argument("name")
-@click.option("--kind", type=click.Choice(list(KINDS)), help="Which kind NAME is, where several kinds use it.")
+@click.argument("name", shell_complete=_complete())
+@click.option("--kind", type=click.Choice(index.KINDS), help="Which kind NAME is, where several kinds use it.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per match) for scripts.")
 def info(name: str, kind: str | None, as_json: bool) -> None:
     """Show a component's options, its plugin and what it has or needs.
@@ -166,7 +228,9 @@ def info(name: str, kind: str | None, as_json: bool) -> None:
     NAME is a model, objective, sampler, trainer, data set, metric or callback (or an
     alias of one); every option is listed with its type, default and meaning.
     """
-    found = describe(get_toolkit(), name, kind)
+    from gentoolkit.info import describe
+
+    found = describe(_toolkit(), name, kind)
     if as_json:
         click.echo(json.dumps([c.to_json() for c in found], indent=2))
         return
@@ -212,8 +276,9 @@ def _as_typed(value) -> str:
 
 
 @cli.command("fit")
-@click.argument("model", required=False)
-@click.option("--dataset", default="mnist", show_default=True, help="Data set name (see list-datasets).")
+@click.argument("model", required=False, shell_complete=_complete("model"))
+@click.option("--dataset", default="mnist", show_default=True, shell_complete=_complete("dataset"),
+              help="Data set name (see list-datasets).")
 @click.option("--data-dir", type=click.Path(path_type=Path),
               help="Data folder; default $GENTOOL_DATA_DIR, else ~/.cache/gentoolkit/data.")
 @click.option("--no-download", is_flag=True, help="Fail instead of downloading missing data.")
@@ -234,10 +299,10 @@ def _as_typed(value) -> str:
               help="At a NaN/Inf loss: stop (keeping the last checkpoint) or skip that update and count it.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Compile the model's networks with torch.compile (slow first steps, faster after).")
-@click.option("--callback", "callback_names", multiple=True, metavar="NAME",
+@click.option("--callback", "callback_names", multiple=True, metavar="NAME", shell_complete=_complete("callback"),
               help="Switch on a registered callback, e.g. tensorboard (see gentool plugins).")
-@click.option("--objective", help="Objective name; default: the model's.")
-@click.option("--trainer", help="Trainer name; default: the model's.")
+@click.option("--objective", shell_complete=_complete("objective"), help="Objective name; default: the model's.")
+@click.option("--trainer", shell_complete=_complete("trainer"), help="Trainer name; default: the model's.")
 @click.option("--run-dir", type=click.Path(path_type=Path), help="Run directory; default runs/<model>/<time>/.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue the run in this directory (MODEL is then optional).")
@@ -248,6 +313,8 @@ def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, ba
         device, precision, lr_schedule, patience, keep_best, on_nan, compile_, callback_names, objective, trainer,
         run_dir, resume_dir, overrides, quiet) -> None:
     """Train MODEL on a data set and save the run."""
+    from gentoolkit import api
+
     if resume_dir is not None:
         run = api.resume(resume_dir, epochs=epochs, max_steps=max_steps, progress=not quiet,
                          device=None if device == "auto" else device)
@@ -300,7 +367,7 @@ def _checked_sampler_options(run: api.Run, sampler: str | None, args: list[str])
     """The sampler's name and its options from ``--name value`` arguments, each option
     checked against the sampler's config (an unknown one suggests the closest)."""
     extra = _sampler_options(args)
-    sampler_cls = get_toolkit().samplers.get(sampler or run.model.default_sampler)
+    sampler_cls = _toolkit().samplers.get(sampler or run.model.default_sampler)
     fields = sampler_cls.Config.__dataclass_fields__
     for name in extra:  # named as typed on the command line; Run.sampler parses the values
         if name not in fields:
@@ -310,16 +377,17 @@ def _checked_sampler_options(run: api.Run, sampler: str | None, args: list[str])
 
 
 @cli.command("sample", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("model", required=False)
+@click.argument("model", required=False, shell_complete=_complete("model"))
 @click.option("--run", "run_dir", type=click.Path(path_type=Path),
               help="Run directory; default: the latest run of MODEL under runs/.")
 @click.option("-n", "n", type=int, default=64, show_default=True, help="Number of images.")
-@click.option("--sampler", help="Sampler name; default: the model's. Its options follow as --name value.")
+@click.option("--sampler", shell_complete=_complete("sampler"),
+              help="Sampler name; default: the model's. Its options follow as --name value.")
 @click.option("--label", type=int, help="Class to draw (class-conditional models); default: one row per class.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
               help="A .png grid, or .safetensors for the tensor 'images' (N x C x H x W in [0, 1]).")
-@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
 @click.pass_context
 def sample(ctx, model, run_dir, n, sampler, label, seed, out, device, best) -> None:
@@ -327,6 +395,8 @@ def sample(ctx, model, run_dir, n, sampler, label, seed, out, device, best) -> N
 
     Sampler options go after the others, e.g. --sampler ranking --candidates 512.
     """
+    from gentoolkit.images import check_output_path, save_samples
+
     if n <= 0:
         raise GentoolError(f"-n must be a positive number of images, got {n}.")
     check_output_path(out)
@@ -343,30 +413,34 @@ def sample(ctx, model, run_dir, n, sampler, label, seed, out, device, best) -> N
 
 def _run_for(model: str | None, run_dir: Path | None, device: str, best: bool) -> api.Run:
     """The run named by --run, else the latest run of MODEL."""
+    from gentoolkit import api
+
     if run_dir is None:
         if model is None:
             raise click.UsageError("give a MODEL (its latest run is used) or --run DIR.")
         return api.latest_run(model, device=device, best=best)
     run = api.load_run(run_dir, device=device, best=best)
-    if model is not None and get_toolkit().models.entry(model).name != run.config.model.name:
+    if model is not None and _toolkit().models.entry(model).name != run.config.model.name:
         raise GentoolError(f"{run_dir} is a run of '{run.config.model.name}', not '{model}'.")
     return run
 
 
 @cli.command("evaluate", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("model", required=False)
+@click.argument("model", required=False, shell_complete=_complete("model"))
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory; default: the latest of MODEL.")
-@click.option("--metric", "metrics", required=True, help="Metric names, comma-separated (see list-metrics).")
+@click.option("--metric", "metrics", required=True, shell_complete=_complete("metric", many=True),
+              help="Metric names, comma-separated (see list-metrics).")
 @click.option("--k", type=int, help="Samples per metric: importance samples (nll), generated images (fid).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train"]))
 @click.option("--batch-size", type=int, default=500, show_default=True, help="Images per batch.")
 @click.option("--limit", type=int, help="Evaluate only the first N images of the split (quicker estimates).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random draw.")
-@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
 @click.option("--set", "overrides", multiple=True, metavar="METRIC.KEY=VALUE",
               help="Set a metric option, e.g. --set fid.features=classifier.")
-@click.option("--sampler", help="Sampler for the generated images (fid, kid, ...); its options follow as --name value.")
+@click.option("--sampler", shell_complete=_complete("sampler"),
+              help="Sampler for the generated images (fid, kid, ...); its options follow as --name value.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else on stdout.")
 @click.pass_context
 def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, device, best, overrides, sampler,
@@ -399,6 +473,10 @@ def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, de
 @click.option("--plot", type=click.Path(path_type=Path), help="Write the loss curves to this PNG.")
 def show(run_dir, plot) -> None:
     """Print a run's config and a table of its per-epoch metrics."""
+    from gentoolkit import api
+    from gentoolkit.images import check_output_path
+    from gentoolkit.plots import plot_metrics
+
     run = api.load_run(run_dir)
     stdout_console().print_json(data=run.config.to_json())
     rows = run.metrics

@@ -122,7 +122,7 @@ def register_trainers(register):
 
 @hookimpl
 def register_commands(cli):
-    from gentoolkit.cli import cli as gentool  # here, not above: the CLI imports the registry, which imports this
+    from gentoolkit.cli import cli as gentool  # here, not above: the core's components need no CLI
 
     for name, command in gentool.commands.items():
         cli.add_command(command, name)
