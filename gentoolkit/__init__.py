@@ -21,6 +21,7 @@ _LAZY = {
     "gentoolkit.config": ("apply_overrides", "from_dict", "to_dict"),
     "gentoolkit.data": ("batch_count", "binarize", "from_signed", "index_batches", "to_signed", "to_unit"),
     "gentoolkit.estimators": ("importance_weighted_log_prob", "posterior_chunks"),
+    "gentoolkit.resources": ("check_memory", "format_bytes", "memory_limit", "usable_memory"),
     "gentoolkit.interfaces": (
         "CAPABILITIES", "AdversarialObjective", "BitsPerDim", "Component", "DataOptions", "Dataset",
         "DiscriminatorScored", "ImageData", "ImageSpec", "LatentModel", "Likelihood", "Loss", "Metric", "Model",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,6 +28,7 @@ from gentoolkit.distributed import Group, process_group
 from gentoolkit.errors import GentoolError
 from gentoolkit.interfaces import DataOptions, ImageData, Model, Sampler, Samples
 from gentoolkit.registry import Toolkit, get_toolkit, require_fit
+from gentoolkit.resources import check_memory
 from gentoolkit.runconfig import ComponentConfig, DataSource, RunConfig
 from gentoolkit.rundir import RunDir
 from gentoolkit.training import (
@@ -137,7 +139,7 @@ class Run:
             raise GentoolError(f"--k must be a positive integer, got {k}.")
         if batch_size <= 0:
             raise GentoolError(f"--batch-size must be a positive integer, got {batch_size}.")
-        data = load_data(self.toolkit, self.config.dataset)
+        data = load_data(self.toolkit, self.data_source())
         images = {"train": data.train, "test": data.test}.get(split)
         if split not in ("train", "test"):
             raise GentoolError(f"--split {split}: use train or test.")
@@ -159,13 +161,21 @@ class Run:
                                                generator=generator, data=data, sampler=drawer))
         return results
 
+    def data_source(self) -> DataSource:
+        """The run's data set, read as its config.json says; a run directory is data, not instructions,
+        so data is downloaded only into this user's own data root, and a folder named by the config
+        (someone else's, perhaps) is read, never written, and shown."""
+        source = self.config.dataset
+        own_root = data_root()
+        folder = source.data_dir or source.root
+        if folder != own_root:
+            warnings.warn(f"reading data set '{source.name}' from {folder}, as {self.path / RunDir.CONFIG} says; "
+                          "nothing is written there.", stacklevel=2)
+        return dataclasses.replace(source, download=source.download and source.root == own_root)
+
     def sampler(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Sampler:
         """The named sampler (the model's default if None) with ``options``, checked against the model."""
-        sampler_cls = self.toolkit.samplers.get(name or self.model.default_sampler)
-        assignments = [(k, str(v)) for k, v in (options or {}).items()]
-        config = apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'")
-        require_fit("sampler", sampler_cls, self.model)
-        return sampler_cls(config)
+        return build_sampler(self.toolkit, self.model, name or self.model.default_sampler, options or {})
 
     def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
                options: Mapping[str, Any] | None = None, label: int | None = None) -> Samples:
@@ -173,6 +183,7 @@ class Run:
         class-conditional model draws class ``label``, or one row per class when it is None."""
         if n <= 0:
             raise GentoolError(f"-n must be a positive number of images, got {n}.")
+        check_memory(f"-n {n}", n * self.config.image_spec.pixels * 4, "ask for fewer images per call")
         drawer = self.sampler(sampler, options)
         labels = class_labels(self.model, n, label)
         torch.manual_seed(seed)
@@ -201,6 +212,8 @@ def class_labels(model: Model, n: int, label: int | None) -> torch.Tensor | None
 def build_model(toolkit: Toolkit, config: RunConfig) -> Model:
     """Build the (untrained) model a run config describes, checking that its state can be saved."""
     entry = toolkit.models.entry(config.model.name)
+    check_memory(f"model '{entry.name}' with these options", _state_bytes(entry.cls, config),
+                 "choose smaller sizes with --set")
     try:
         model = entry.cls(config.model.config, config.image_spec)
     except ValueError as exc:  # the model refuses the data's shape or an option combination
@@ -214,12 +227,29 @@ def build_model(toolkit: Toolkit, config: RunConfig) -> Model:
     return model
 
 
+def _state_bytes(cls: type, config: RunConfig) -> int:
+    """The bytes of a model's weights and buffers, from a build on the meta device (which
+    allocates nothing); 0 when the model cannot be built there."""
+    try:
+        with torch.device("meta"):
+            probe = cls(config.model.config, config.image_spec)
+    except Exception:  # noqa: BLE001 - meta tensors lack some operations; the real build then decides
+        return 0
+    return sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+
+
+def build_sampler(toolkit: Toolkit, model: Model, name: str, options: Mapping[str, Any]) -> Sampler:
+    """The named sampler with ``options`` (parsed like command-line text), checked against ``model``."""
+    sampler_cls = toolkit.samplers.get(name)
+    assignments = [(k, str(v)) for k, v in options.items()]
+    config = apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'")
+    require_fit("sampler", sampler_cls, model)
+    return sampler_cls(config)
+
+
 def grid_sampler(toolkit: Toolkit, model: Model) -> Sampler:
     """The sampler of the per-epoch grids: the model's choice for them, else its default sampler."""
-    sampler_cls = toolkit.samplers.get(model.grid_sampler or model.default_sampler)
-    require_fit("sampler", sampler_cls, model)
-    assignments = [(k, str(v)) for k, v in model.grid_options.items()]
-    return sampler_cls(apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'"))
+    return build_sampler(toolkit, model, model.grid_sampler or model.default_sampler, model.grid_options)
 
 
 def load_data(toolkit: Toolkit, source: DataSource) -> ImageData:

@@ -309,15 +309,29 @@ def _as_typed(value) -> str:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Set a model option; trainer.KEY, objective.KEY, data.KEY set the others.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
-def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, batch_size, lr, seed,
+@click.pass_context
+def fit(ctx, model, dataset, data_dir, no_download, image_size, epochs, max_steps, batch_size, lr, seed,
         device, precision, lr_schedule, patience, keep_best, on_nan, compile_, callback_names, objective, trainer,
         run_dir, resume_dir, overrides, quiet) -> None:
-    """Train MODEL on a data set and save the run."""
+    """Train MODEL on a data set and save the run.
+
+    With --resume RUN, only --epochs, --max-steps, --device, --precision, --callback and
+    --quiet may be given: everything else is the run's own.
+    """
     from gentoolkit import api
 
     if resume_dir is not None:
+        if model is not None:
+            _check_resumed_model(resume_dir, model)
+        given = [p.opts[0] for p in ctx.command.params if p.name not in RESUMABLE and _given(ctx, p.name)]
+        if given:
+            raise GentoolError(f"--resume continues a run with its own settings, so {', '.join(given)} cannot be "
+                               "given with it; only --epochs, --max-steps, --device, --precision, --callback and "
+                               "--quiet can. Start a new run (gentool fit MODEL ...) to change the others.")
         run = api.resume(resume_dir, epochs=epochs, max_steps=max_steps, progress=not quiet,
-                         device=None if device == "auto" else device)
+                         device=None if device == "auto" else device,
+                         precision=precision if _given(ctx, "precision") else None,
+                         callback_names=callback_names)
     else:
         if model is None:
             raise click.UsageError("give a MODEL to train (see 'gentool list-models'), or --resume RUN.")
@@ -329,6 +343,25 @@ def fit(model, dataset, data_dir, no_download, image_size, epochs, max_steps, ba
     if not quiet:
         stderr_console().print(f"saved run to {run.path}; sample it with: gentool sample --run {run.path} -n 64",
                      highlight=False)
+
+
+# what a resume may change (MODEL, if given, must be the run's)
+RESUMABLE = {"epochs", "max_steps", "device", "precision", "callback_names", "quiet", "resume_dir", "model"}
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user typed this option (rather than Click filling in its default)."""
+    return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+
+def _check_resumed_model(resume_dir: Path, model: str) -> None:
+    """MODEL given with --resume must name the run's model."""
+    from gentoolkit.rundir import RunDir
+
+    trained = RunDir(resume_dir).check().read_config()["model"].get("name")
+    if _toolkit().models.entry(model).name != trained:
+        raise GentoolError(f"{resume_dir} is a run of '{trained}', not '{model}'; resume it without MODEL, "
+                           f"or train '{model}' in a new run.")
 
 
 # ------------------------------------------------------------------ sample
@@ -389,8 +422,9 @@ def _checked_sampler_options(run: api.Run, sampler: str | None, args: list[str])
               help="A .png grid, or .safetensors for the tensor 'images' (N x C x H x W in [0, 1]).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists (never a file of a run directory).")
 @click.pass_context
-def sample(ctx, model, run_dir, n, sampler, label, seed, out, device, best) -> None:
+def sample(ctx, model, run_dir, n, sampler, label, seed, out, device, best, force) -> None:
     """Draw images from a trained MODEL and save them.
 
     Sampler options go after the others, e.g. --sampler ranking --candidates 512.
@@ -399,12 +433,12 @@ def sample(ctx, model, run_dir, n, sampler, label, seed, out, device, best) -> N
 
     if n <= 0:
         raise GentoolError(f"-n must be a positive number of images, got {n}.")
-    check_output_path(out)
+    check_output_path(out, force)
     model, args = _sampler_args(ctx, model)
     run = _run_for(model, run_dir, device, best)
     name, options = _checked_sampler_options(run, sampler, args)
     samples = run.sample(n, sampler=name, seed=seed, options=options, label=label)
-    written = save_samples(samples, out)
+    written = save_samples(samples, out, force)
     stderr_console().print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
 
 
@@ -451,6 +485,8 @@ def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, de
     --metric fid --sampler ranking --candidates 512.
     """
     names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if not names:
+        raise GentoolError("--metric names no metric; give one or more, e.g. --metric elbo,nll (see list-metrics).")
     model, args = _sampler_args(ctx, model)
     run = _run_for(model, run_dir, device, best)
     sampler_name, options = _checked_sampler_options(run, sampler, args)
@@ -471,12 +507,15 @@ def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, de
 @cli.command("show")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--plot", type=click.Path(path_type=Path), help="Write the loss curves to this PNG.")
-def show(run_dir, plot) -> None:
+@click.option("--force", is_flag=True, help="Overwrite --plot if it exists (never a file of a run directory).")
+def show(run_dir, plot, force) -> None:
     """Print a run's config and a table of its per-epoch metrics."""
     from gentoolkit import api
     from gentoolkit.images import check_output_path
     from gentoolkit.plots import plot_metrics
 
+    if plot is not None:
+        check_output_path(plot, force, option="--plot")
     run = api.load_run(run_dir)
     stdout_console().print_json(data=run.config.to_json())
     rows = run.metrics
@@ -489,7 +528,6 @@ def show(run_dir, plot) -> None:
         table.add_row(*(f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys))
     stdout_console().print(table)
     if plot is not None:
-        check_output_path(plot)
         losses = [k for k in keys if k.endswith(("loss", "elbo")) and k.startswith(("train_", "test_"))]
         plot_metrics({run.config.model.name: rows}, losses or keys[1:2], plot, title=str(run.path))
         stderr_console().print(f"wrote {plot}", highlight=False)

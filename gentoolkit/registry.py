@@ -33,7 +33,7 @@ import click
 import pluggy
 
 from gentoolkit import hookspecs, index, standard
-from gentoolkit.errors import GentoolError, debugging, unknown
+from gentoolkit.errors import GentoolError, debugging, suggest, unknown
 from gentoolkit.interfaces import (
     AdversarialObjective,
     Dataset,
@@ -160,6 +160,7 @@ class Registry:
         self._claims: list[Entry] = []  # every registration, in the order plugins made them
         self._names: dict[str, Entry] = {}  # each usable name or alias -> its entry, after resolve()
         self.clashes: dict[str, Clash] = {}
+        self.note = ""  # added to unknown-name errors: which installed plugins the environment left out
 
     def __contains__(self, name: str) -> bool:
         return name in self._names
@@ -178,7 +179,8 @@ class Registry:
         clash = self.clashes.get(name)
         if clash is not None:
             raise GentoolError(clash.message())
-        raise unknown(self.kind, name, self.names())
+        error = unknown(self.kind, name, self.names())
+        raise GentoolError(f"{error}{self.note}") if self.note else error
 
     def get(self, name: str) -> Any:
         return self.entry(name).cls
@@ -376,6 +378,7 @@ class Toolkit:
         else:
             disabled = set()
         points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        self._note_filter(sorted({ep.name for ep in points}), only, disabled)
         for ep in sorted(points, key=lambda ep: (_dist_name(ep), ep.name)):  # a stable order for traces
             if ep.name in disabled or (only is not None and ep.name not in only):
                 continue
@@ -392,6 +395,22 @@ class Toolkit:
             self._register(module, info)
         self.resolve()
         self._check_pins()
+
+    def _note_filter(self, installed: list[str], only: Collection[str] | None, disabled: set[str]) -> None:
+        """Make unknown-name errors mention the plugins GENTOOL_PLUGINS / GENTOOL_DISABLE_PLUGINS left
+        out, and warn about a GENTOOL_PLUGINS name that no installed plugin has (a typo)."""
+        left_out = [n for n in installed if n in disabled or (only is not None and n not in only)]
+        if not left_out:
+            return
+        note = (f" (GENTOOL_PLUGINS={','.join(sorted(only))} loads only those plugins" if only is not None
+                else f" (GENTOOL_DISABLE_PLUGINS leaves out {', '.join(sorted(disabled & set(installed)))}")
+        note += f"; installed: {', '.join(installed)})"
+        for registry in self.registries.values():
+            registry.note = note
+        for name in sorted(set(only or ()) - set(installed)):
+            hint = suggest(name, installed) or f" Installed: {', '.join(installed)}."
+            warnings.warn(f"GENTOOL_PLUGINS names '{name}', which is no installed plugin.{hint}", PluginWarning,
+                          stacklevel=3)
 
     def _check_pins(self) -> None:
         """Warn about a GENTOOL_PIN naming a plugin that registers nothing by that name (a typo)."""

@@ -80,6 +80,15 @@ class AdamTrainer(Trainer):
         weight_decay: float = 0.0  # L2 penalty added by Adam
         grad_clip: float = 0.0  # clip the gradient norm to this; 0 turns clipping off
 
+        def __post_init__(self) -> None:
+            for key in ("beta1", "beta2"):
+                if not 0 <= getattr(self, key) < 1:
+                    raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+            if not self.weight_decay >= 0:
+                raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+            if not self.grad_clip >= 0:
+                raise ValueError(f"grad_clip must be 0 (off) or a positive norm, got {self.grad_clip}")
+
     def __init__(self, model: Model, objective: Any, config: Any, lr: float):
         super().__init__(model, objective, config, lr)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr,

@@ -193,27 +193,28 @@ def test_a_name_two_plugins_register_goes_to_neither_and_a_built_in_keeps_its_ow
 
 
 def test_an_alias_clash_costs_only_the_alias_and_old_runs_still_load(tmp_path):
-    """The issue's case: realnvp's alias 'flow' is the name of a model from a distribution sorted before it."""
+    """The issue's case: realnvp's alias is the name of a model from a distribution sorted before it
+    (the issue's alias was 'flow', which the built-in glow now holds, so here it is 'coupling')."""
     site = tmp_path / "site"
     toy = Path(__file__).with_name("toy_plugin.py").read_text()
     fake_distribution(site, "gentoolkit-toy", {"toy": "toy_plugin"}, {"toy_plugin": toy})
     fake_distribution(site, "gentoolkit-realnvp", {"realnvp": "gentoolkit_realnvp"}, {"gentoolkit_realnvp": (
         "from gentoolkit import hookimpl\nfrom toy_plugin import PixelBernoulli\n\n\n"
         "class RealNVP(PixelBernoulli):\n    \"\"\"A stand-in flow.\"\"\"\n\n    name = \"realnvp\"\n\n\n"
-        "@hookimpl\ndef register_models(register):\n    register(RealNVP, aliases=(\"flow\",))\n")})
+        "@hookimpl\ndef register_models(register):\n    register(RealNVP, aliases=(\"coupling\",))\n")})
     run = tmp_path / "run"
-    gentool("fit", "flow", "--dataset", "stripes", "--run-dir", run, "--quiet", site=site)
+    gentool("fit", "coupling", "--dataset", "stripes", "--run-dir", run, "--quiet", site=site)
     assert json.loads((run / "config.json").read_text())["model"]["name"] == "realnvp"  # runs store the own name
 
     fake_distribution(site, "gentoolkit-a-flow", {"a-flow": "gentoolkit_a_flow"},
-                      {"gentoolkit_a_flow": plugin_source("model", "Model", "flow", "A flow of its own.")})
+                      {"gentoolkit_a_flow": plugin_source("model", "Model", "coupling", "A flow of its own.")})
     listed = gentool("list-models", site=site)
     assert table_row(listed.stdout, "realnvp")[1:4] == ["", "test", "realnvp"]  # no alias any more
-    assert table_row(listed.stdout, "flow")[3] == "a-flow"
+    assert table_row(listed.stdout, "coupling")[3] == "a-flow"
     (warning,) = warnings_in(listed.stderr)
-    assert ("model 'flow' is registered by plugin 'a-flow' (gentoolkit-a-flow) and plugin 'realnvp' "
+    assert ("model 'coupling' is registered by plugin 'a-flow' (gentoolkit-a-flow) and plugin 'realnvp' "
             "(gentoolkit-realnvp, as an alias of 'realnvp')") in warning
-    assert "plugin 'a-flow' keeps it as its model's own name" in warning and "GENTOOL_PIN=flow=PLUGIN" in warning
+    assert "plugin 'a-flow' keeps it as its model's own name" in warning and "GENTOOL_PIN=coupling=PLUGIN" in warning
 
     gentool("sample", "--run", run, "-n", 4, "--out", tmp_path / "x.png", site=site)
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from gentoolkit import GentoolError, ImageData, Metric, Model, Sampler
+from gentoolkit import GentoolError, ImageData, Metric, Model, Sampler, check_memory
 from gentoolkit_metrics.checks import sample_count
 from gentoolkit_metrics.distances import frechet_distance, kernel_distance, precision_recall
 from gentoolkit_metrics.features import Features, FeatureSpace, feature_space
@@ -54,6 +54,8 @@ class SampleQuality(Metric):
                                f"images; got {len(images)} real and k={n}.")
         space = feature_space(self.config.features, data, images.device, self.name)
         real = space.embed(images, batch_size)
+        check_memory(f"{self.name} with k={n}", 2 * n * real[0].numel() * real.element_size(),
+                     "lower --k")  # the generated features, and their copy when joined
         fake = generated_features(model, sampler, space, n, batch_size, generator)
         return {**self.compare(real, fake, generator), f"{self.key}_k": n, f"{self.key}_features": space.name}
 
