@@ -21,13 +21,14 @@ _LAZY = {
     "gentoolkit.config": ("apply_overrides", "from_dict", "to_dict"),
     "gentoolkit.data": ("batch_count", "binarize", "from_signed", "index_batches", "to_signed", "to_unit"),
     "gentoolkit.estimators": ("importance_weighted_log_prob", "posterior_chunks"),
-    "gentoolkit.resources": ("check_memory", "format_bytes", "memory_limit", "usable_memory"),
     "gentoolkit.interfaces": (
         "CAPABILITIES", "AdversarialObjective", "BitsPerDim", "Component", "DataOptions", "Dataset",
         "DiscriminatorScored", "ImageData", "ImageSpec", "LatentModel", "Likelihood", "Loss", "Metric", "Model",
         "NoConfig", "Objective", "Recipe", "Sampler", "Samples", "StandardNormalPrior", "Trainer",
         "VariationalModel", "capabilities", "conditional",
     ),
+    "gentoolkit.phases": ("phase",),
+    "gentoolkit.resources": ("check_memory", "format_bytes", "memory_limit", "usable_memory"),
     "gentoolkit.standard": ("eval_mode",),
     "gentoolkit.training": ("Callback",),
 }

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
-from gentoolkit import __version__, checkpoint
+from gentoolkit import __version__, checkpoint, phases
 from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGrids
 from gentoolkit.config import apply_overrides, split_assignment
 from gentoolkit.distributed import Group, process_group
@@ -114,13 +115,14 @@ class Run:
     def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
                  batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = (),
                  limit: int | None = None, sampler: str | None = None,
-                 sampler_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 sampler_options: Mapping[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
         """Compute the named metrics on a split of the run's data set.
 
         ``overrides`` are ``"metric.key=value"`` strings setting a metric's options;
         ``limit`` evaluates only the first that many images of the split. Metrics that
         compare generated images draw them with ``sampler`` (the model's default if None)
-        and its ``sampler_options``, as :meth:`sample` does.
+        and its ``sampler_options``, as :meth:`sample` does. ``progress`` shows each phase
+        (loading the data, each metric and the phases it reports) on stderr.
         """
         classes = [self.toolkit.metrics.get(name) for name in metrics]  # unknown names fail first
         sets: dict[str, list[tuple[str, str]]] = {cls.name: [] for cls in classes}
@@ -139,7 +141,21 @@ class Run:
             raise GentoolError(f"--k must be a positive integer, got {k}.")
         if batch_size <= 0:
             raise GentoolError(f"--batch-size must be a positive integer, got {batch_size}.")
-        data = load_data(self.toolkit, self.data_source())
+        results: dict[str, Any] = {}
+        with phases.reporting(Console(stderr=True)) if progress else contextlib.nullcontext():
+            data, images = self._split(split, limit)
+            for cls, config in zip(classes, configs, strict=True):
+                torch.manual_seed(seed)
+                generator = torch.Generator(device=self.device).manual_seed(seed)
+                with phases.phase(cls.name):
+                    results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
+                                                       generator=generator, data=data, sampler=drawer))
+        return results
+
+    def _split(self, split: str, limit: int | None) -> tuple[ImageData, torch.Tensor]:
+        """The run's data set and the first ``limit`` images of one split of it, on the run's device."""
+        with phases.phase(f"loading data set '{self.config.dataset.name}'"):
+            data = load_data(self.toolkit, self.data_source())
         images = {"train": data.train, "test": data.test}.get(split)
         if split not in ("train", "test"):
             raise GentoolError(f"--split {split}: use train or test.")
@@ -152,14 +168,7 @@ class Run:
             if limit <= 0:
                 raise GentoolError(f"--limit must be a positive integer, got {limit}.")
             images = images[:limit]
-        images = images.to(self.device)
-        results: dict[str, Any] = {}
-        for cls, config in zip(classes, configs, strict=True):
-            torch.manual_seed(seed)
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-            results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
-                                               generator=generator, data=data, sampler=drawer))
-        return results
+        return data, images.to(self.device)
 
     def data_source(self) -> DataSource:
         """The run's data set, read as its config.json says; a run directory is data, not instructions,
@@ -259,7 +268,7 @@ def load_data(toolkit: Toolkit, source: DataSource) -> ImageData:
                                                     download=source.download, image_size=source.image_size))
 
 
-def load_run(path: str | os.PathLike, device: str = "cpu", best: bool = False) -> Run:
+def load_run(path: str | os.PathLike, device: str = "auto", best: bool = False) -> Run:
     """Open a run directory, checking it is one; ``best`` picks the weights kept by ``keep_best``."""
     weights = RunDir.BEST_WEIGHTS if best else RunDir.WEIGHTS
     run_dir = RunDir(path).check(weights)
@@ -268,7 +277,7 @@ def load_run(path: str | os.PathLike, device: str = "cpu", best: bool = False) -
     return Run(run_dir.path, config, resolve_device(device), toolkit, weights=weights)
 
 
-def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "cpu",
+def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "auto",
                best: bool = False) -> Run:
     """The newest run of ``model`` (a name or alias) under ``runs_dir``."""
     name = get_toolkit().models.entry(model).name

@@ -476,13 +476,16 @@ def _run_for(model: str | None, run_dir: Path | None, device: str, best: bool) -
 @click.option("--sampler", shell_complete=_complete("sampler"),
               help="Sampler for the generated images (fid, kid, ...); its options follow as --name value.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress (each phase on stderr otherwise).")
 @click.pass_context
 def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, device, best, overrides, sampler,
-             as_json) -> None:
+             as_json, quiet) -> None:
     """Measure a trained MODEL: ELBO, NLL, reconstruction error, FID, ...
 
     Metrics that generate images draw them with --sampler and its options, e.g.
-    --metric fid --sampler ranking --candidates 512.
+    --metric fid --sampler ranking --candidates 512. Each phase (loading the data,
+    training or loading the feature classifier, generating the images, each metric)
+    shows its progress on stderr.
     """
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     if not names:
@@ -491,7 +494,7 @@ def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, de
     run = _run_for(model, run_dir, device, best)
     sampler_name, options = _checked_sampler_options(run, sampler, args)
     results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed, overrides=overrides,
-                           limit=limit, sampler=sampler_name, sampler_options=options)
+                           limit=limit, sampler=sampler_name, sampler_options=options, progress=not quiet)
     settings = {"run": str(run.path), "model": run.config.model.name, "metrics": names,
                 "k": k, "split": split, "limit": limit, "seed": seed, "weights": run.weights,
                 "set": list(overrides), "sampler": sampler_name, "sampler_options": options}

@@ -200,3 +200,13 @@ def test_debug_shows_the_traceback(gentool, monkeypatch):
     monkeypatch.setenv("GENTOOL_DEBUG", "1")
     result = gentool("fit", "pixles", "--dataset", "stripes", ok=False)
     assert result.exit_code == 1 and "Traceback" in result.output
+
+
+def test_evaluate_shows_each_phase_of_the_likelihood_metrics(gentool):
+    gentool("fit", "vae", "--dataset", "shapes", "--max-steps", "2", "--quiet", "--run-dir", "vae",
+            "--set", "data.train_size=256", "--set", "data.test_size=64", "--set", "hidden=16", "--set", "latent_dim=2")
+    result = gentool("evaluate", "--run", "vae", "--metric", "elbo,nll,recon", "--k", "3", "--limit", "16")
+    assert result.stderr.splitlines() == [
+        "loading data set 'shapes'", "elbo", "elbo › the ELBO of 16 images",
+        "nll", "nll › log p(x) of 16 images, 3 importance samples each", "recon", "recon › reconstructing 16 images"]
+    assert "elbo" in result.stdout and "nll" in result.stdout
