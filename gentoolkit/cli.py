@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gentoolkit import __version__, index
+from gentoolkit.config import format_value
 from gentoolkit.errors import GentoolError, debugging, unknown
 
 # Everything that needs torch (gentoolkit.api, the registry, images, plots) is imported inside
@@ -256,20 +257,11 @@ def _print_component(c: ComponentInfo) -> None:
     if c.options:
         table = Table("option", "type", "default", "meaning", caption=f"set with: {c.set_with}")
         for o in c.options:
-            table.add_row(o.name, escape(o.type), escape(_as_typed(o.default)), escape(o.meaning))
+            table.add_row(o.name, escape(o.type), escape(format_value(o.default)), escape(o.meaning))
         console.print(table)
     else:
         console.print(f"no options; use: {c.set_with}", highlight=False)
     console.print()
-
-
-def _as_typed(value) -> str:
-    """A default as a user would type it after --set: 32,64 for a tuple, true, none."""
-    if isinstance(value, list):
-        return ",".join(map(_as_typed, value))
-    if value is None or isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 # --------------------------------------------------------------------- fit
@@ -309,10 +301,16 @@ def _as_typed(value) -> str:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Set a model option; trainer.KEY, objective.KEY, data.KEY set the others.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), is_eager=True,
+              callback=lambda ctx, param, value: _replay(ctx, value, "config"),
+              help="Read options from a TOML or JSON file, or a run's config.json; flags given here override it.")
+@click.option("--from", "from_run", type=click.Path(path_type=Path, file_okay=False), is_eager=True,
+              callback=lambda ctx, param, value: _replay(ctx, value, "run"),
+              help="Train a new run with the config of this run; flags given here override it.")
 @click.pass_context
 def fit(ctx, model, dataset, data_dir, no_download, image_size, epochs, max_steps, batch_size, lr, seed,
         device, precision, lr_schedule, patience, keep_best, on_nan, compile_, callback_names, objective, trainer,
-        run_dir, resume_dir, overrides, quiet) -> None:
+        run_dir, resume_dir, overrides, quiet, config_file, from_run) -> None:
     """Train MODEL on a data set and save the run.
 
     With --resume RUN, only --epochs, --max-steps, --device, --precision, --callback and
@@ -335,6 +333,8 @@ def fit(ctx, model, dataset, data_dir, no_download, image_size, epochs, max_step
     else:
         if model is None:
             raise click.UsageError("give a MODEL to train (see 'gentool list-models'), or --resume RUN.")
+        if _given(ctx, "overrides"):  # --set adds to the file's assignments; later ones win
+            overrides = [*(ctx.default_map or {}).get("overrides", ()), *overrides]
         run = api.fit(model, dataset, data_dir=data_dir, download=not no_download, image_size=image_size,
                       epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                       device=device, precision=precision, lr_schedule=lr_schedule, patience=patience,
@@ -347,6 +347,20 @@ def fit(ctx, model, dataset, data_dir, no_download, image_size, epochs, max_step
 
 # what a resume may change (MODEL, if given, must be the run's)
 RESUMABLE = {"epochs", "max_steps", "device", "precision", "callback_names", "quiet", "resume_dir", "model"}
+
+
+def _replay(ctx: click.Context, source: Path | None, kind: str) -> Path | None:
+    """``--config FILE`` / ``--from RUN``: the options they set become the defaults of the others,
+    so what the command line gives wins; the ``--set`` assignments of both add up."""
+    if source is None or ctx.resilient_parsing:  # shell completion reads no file
+        return source
+    from gentoolkit import optionfiles
+
+    values = optionfiles.read(source, ctx.command, ctx) if kind == "config" else optionfiles.read_run(source)
+    defaults = dict(ctx.default_map or {})
+    sets = [*defaults.get("overrides", ()), *values.pop("overrides", ())]
+    ctx.default_map = {**defaults, **values, "overrides": sets}
+    return source
 
 
 def _given(ctx: click.Context, name: str) -> bool:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
+import click
 import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from gentoolkit.cli import cli
+from gentoolkit import optionfiles
+from gentoolkit.cli import cli, fit
 
 
 @pytest.fixture
@@ -134,7 +138,7 @@ def test_tensorboard_callback_writes_event_files(gentool, tmp_path):
 
 def test_evaluate_json_and_show(gentool, tmp_path):
     gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--quiet", "--run-dir", "r")
-    out = json.loads(gentool("evaluate", "--run", "r", "--metric", "pixel-nll", "--json").output)
+    out = json.loads(gentool("evaluate", "--run", "r", "--metric", "pixel-nll", "--json").stdout)
     assert out["nll"] > 0 and out["settings"]["split"] == "test"
     shown = gentool("show", "r", "--plot", "curve.png").output
     assert "test_loss" in shown and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
@@ -210,3 +214,81 @@ def test_evaluate_shows_each_phase_of_the_likelihood_metrics(gentool):
         "loading data set 'shapes'", "elbo", "elbo › the ELBO of 16 images",
         "nll", "nll › log p(x) of 16 images, 3 importance samples each", "recon", "recon › reconstructing 16 images"]
     assert "elbo" in result.stdout and "nll" in result.stdout
+
+
+# ------------------------------------------------------------ config files
+
+
+def trained_as(path):
+    """What a run's config.json says about how it trained: everything but the machine it ran on."""
+    config = json.loads(path.read_text())
+    config["training"].pop("device")
+    return {key: config[key] for key in ("model", "objective", "trainer", "dataset", "training", "callbacks")}
+
+
+def test_fit_reads_a_toml_config_and_flags_override_it(gentool, tmp_path):
+    (tmp_path / "px.toml").write_text(
+        'model = "pixels"\ndataset = "stripes"\nepochs = 3\nbatch-size = 16\nquiet = true\n'
+        'callback = "tensorboard"\n\n[set]\ninit = 0.5\n\n[set.objective]\nscale = 2.0\n')
+    gentool("fit", "--config", "px.toml", "--run-dir", "a", "--epochs", "1", "--set", "init=0.25")
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["model"]["config"] == {"init": 0.25}  # --set wins over the file's [set] ...
+    assert config["objective"]["config"] == {"scale": 2.0}  # ... and adds to the rest of it
+    assert (config["training"]["epochs"], config["training"]["batch_size"]) == (1, 16)
+    assert config["callbacks"] == ["tensorboard"]
+
+
+def test_fit_reads_a_json_config_with_dotted_set_keys_and_underscored_names(gentool, tmp_path):
+    (tmp_path / "px.json").write_text(json.dumps({"model": "px", "dataset": "stripes", "max_steps": 3,
+                                                  "set": {"objective.scale": 3, "init": -1}}))
+    gentool("fit", "--config", "px.json", "--run-dir", "a", "--quiet")
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["objective"]["config"] == {"scale": 3.0} and config["model"]["config"] == {"init": -1.0}
+    assert config["training"]["max_steps"] == 3
+
+
+def test_a_runs_config_json_and_from_run_train_the_same_run_again(gentool, tmp_path):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--batch-size", "16", "--lr", "0.05",
+            "--lr-schedule", "cosine", "--seed", "3", "--set", "init=0.5", "--set", "objective.scale=2",
+            "--quiet", "--run-dir", "original")
+    gentool("fit", "--config", "original/config.json", "--run-dir", "replayed", "--quiet")
+    gentool("fit", "--from", "original", "--run-dir", "again", "--quiet")
+    original = trained_as(tmp_path / "original" / "config.json")
+    assert trained_as(tmp_path / "replayed" / "config.json") == original
+    assert trained_as(tmp_path / "again" / "config.json") == original
+    rows = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("original", "again")]
+    assert [json.loads(r)["train_loss"] for r in rows[0]] == [json.loads(r)["train_loss"] for r in rows[1]]
+
+    gentool("fit", "--from", "original", "--run-dir", "longer", "--epochs", "3", "--set", "init=0", "--quiet")
+    longer = trained_as(tmp_path / "longer" / "config.json")
+    assert longer["training"]["epochs"] == 3 and longer["model"]["config"] == {"init": 0.0}
+    assert longer["objective"] == original["objective"] and longer["training"]["seed"] == 3
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ('model = "px"\nepoch = 2\n', "px.toml: unknown option 'epoch'. Did you mean 'epochs'?"),
+    ('model = "px"\nepochs = "many"\n', "px.toml: epochs = 'many': 'many' is not a valid integer"),
+    ('model = "px"\nprecision = "fp64"\n', "px.toml: precision = 'fp64'"),
+    ('model = "px"\nresume = "r"\n', "unknown option 'resume'"),
+    ('model = "px"\nset = 3\n', "'set' must be a table of options"),
+    ('model = "px\n', "not valid TOML"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_file(gentool, tmp_path, text, fragment):
+    (tmp_path / "px.toml").write_text(text)
+    one_line_error(gentool("fit", "--config", "px.toml", "--dataset", "stripes", ok=False), fragment)
+
+
+def test_config_and_from_need_a_file_and_a_run_and_start_new_runs_only(gentool, tmp_path):
+    one_line_error(gentool("fit", "--from", ".", ok=False), "--from .: not a gentoolkit run")
+    one_line_error(gentool("fit", "--config", "nowhere.toml", ok=False), "--config nowhere.toml: cannot read it")
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "r")
+    one_line_error(gentool("fit", "--resume", "r", "--from", "r", ok=False), "so --from cannot be given with it")
+
+
+def test_the_config_file_in_the_docs_reads_as_it_says(tmp_path):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    (tmp_path / "conv-vae.toml").write_text(re.search(r"^```toml\n(.*?)^```", doc, re.MULTILINE | re.DOTALL).group(1))
+    values = optionfiles.read(tmp_path / "conv-vae.toml", fit, click.Context(fit))
+    assert values["overrides"] == ("arch=conv", "latent_dim=32", "channels=32,64", "trainer.grad_clip=1.0")
+    assert (values["model"], values["epochs"], values["lr_schedule"]) == ("vae", 30, "cosine")
+    assert values["callback_names"] == ("tensorboard", "csv")
