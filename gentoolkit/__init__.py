@@ -18,6 +18,7 @@ __version__ = "0.2.0"
 
 # Each public name that is imported on first use, by the module that defines it.
 _LAZY = {
+    "gentoolkit.callbacks": ("MetricLogger",),
     "gentoolkit.config": ("apply_overrides", "from_dict", "to_dict"),
     "gentoolkit.data": ("batch_count", "binarize", "from_signed", "index_batches", "to_signed", "to_unit"),
     "gentoolkit.estimators": ("importance_weighted_log_prob", "posterior_chunks"),

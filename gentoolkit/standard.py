@@ -130,6 +130,13 @@ def register_trainers(register):
 
 
 @hookimpl
+def register_callbacks(register):
+    from gentoolkit.callbacks import CSVLog  # here: the callbacks import the training loop, which imports this
+
+    register(CSVLog)
+
+
+@hookimpl
 def register_commands(cli):
     from gentoolkit.cli import cli as gentool  # here, not above: the core's components need no CLI
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -125,17 +126,38 @@ def test_truncated_checkpoint_is_a_clear_error(gentool, tmp_path):
     one_line_error(gentool("sample", "--run", "r", ok=False), "truncated or damaged")
 
 
-def test_tensorboard_callback_writes_event_files(gentool, tmp_path):
+def test_tensorboard_logs_every_log_every_steps_and_each_epoch_against_the_step(gentool, tmp_path):
     gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--quiet", "--run-dir", "r",
-            "--callback", "tensorboard")
-    events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
-    assert events and events[0].stat().st_size > 0
+            "--callback", "tensorboard", "--log-every", "2", "--lr-schedule", "cosine")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    scalars = EventAccumulator(str(tmp_path / "r" / "tensorboard")).Reload().Tags()["scalars"]
-    assert "train/loss" in scalars and "test/nll" in scalars
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard")).Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert steps["train/loss"] == steps["train/nll"] == steps["train/lr"] == list(range(2, 17, 2))  # 8 per epoch
+    assert steps["epoch/train_loss"] == steps["epoch/test_nll"] == [8, 16]
+    lrs = [e.value for e in events.Scalars("train/lr")]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.1  # the cosine schedule, step by step
 
 
+def test_csv_logs_steps_and_epochs_and_a_resumed_run_writes_what_a_straight_one_does(gentool, tmp_path):
+    log = ["--callback", "csv", "--log-every", "3", "--quiet", "--set", "init=0.3"]
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--run-dir", "straight", *log)
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--max-steps", "10", "--run-dir", "resumed",
+            *log)
+    gentool("fit", "--resume", "resumed", "--max-steps", "16", "--quiet")
+
+    def rows(run):
+        with (tmp_path / run / "metrics.csv").open() as handle:
+            table = list(csv.DictReader(handle))
+        return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_second")} for row in table]
+
+    straight = rows("straight")
+    assert list(straight[0]) == ["step", "epoch", "loss", "nll", "lr", "train_loss", "train_nll", "test_loss",
+                                 "test_nll"]
+    assert [(r["step"], r["epoch"], bool(r["loss"]), bool(r["test_loss"])) for r in straight] == [
+        ("3", "1", True, False), ("6", "1", True, False), ("8", "1", False, True), ("9", "2", True, False),
+        ("12", "2", True, False), ("15", "2", True, False), ("16", "2", False, True)]
+    assert rows("resumed") == [{**r, "partial": ""} for r in straight]  # the partial epoch's row was replaced
 def test_evaluate_json_and_show(gentool, tmp_path):
     gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--quiet", "--run-dir", "r")
     out = json.loads(gentool("evaluate", "--run", "r", "--metric", "pixel-nll", "--json").stdout)
@@ -292,3 +314,19 @@ def test_the_config_file_in_the_docs_reads_as_it_says(tmp_path):
     assert values["overrides"] == ("arch=conv", "latent_dim=32", "channels=32,64", "trainer.grad_clip=1.0")
     assert (values["model"], values["epochs"], values["lr_schedule"]) == ("vae", 30, "cosine")
     assert values["callback_names"] == ("tensorboard", "csv")
+
+
+def test_wandb_offline_writes_its_run_files_in_the_run_and_a_resume_continues_that_run(gentool, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install 'gentoolkit[wandb]')")
+    for variable, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": tmp_path / "cfg",
+                            "WANDB_CACHE_DIR": tmp_path / "cache", "WANDB_DATA_DIR": tmp_path / "data"}.items():
+        monkeypatch.setenv(variable, str(value))
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--run-dir", "r", "--quiet",
+            "--callback", "wandb", "--log-every", "2")
+    run_id = (tmp_path / "r" / "wandb" / "gentoolkit-run-id").read_text()
+    (first,) = (tmp_path / "r" / "wandb").glob("offline-run-*")
+    assert first.name.endswith(f"-{run_id}") and (first / f"run-{run_id}.wandb").stat().st_size > 0
+
+    gentool("fit", "--resume", "r", "--epochs", "2", "--quiet")
+    runs = sorted((tmp_path / "r" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(run.name.endswith(f"-{run_id}") for run in runs)
