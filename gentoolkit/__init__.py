@@ -24,8 +24,8 @@ _LAZY = {
     "gentoolkit.estimators": ("importance_weighted_log_prob", "posterior_chunks"),
     "gentoolkit.interfaces": (
         "CAPABILITIES", "AdversarialObjective", "BitsPerDim", "Component", "DataOptions", "Dataset",
-        "DiscriminatorScored", "ImageData", "ImageSpec", "LatentModel", "Likelihood", "Loss", "Metric", "Model",
-        "NoConfig", "Objective", "Recipe", "Sampler", "Samples", "StandardNormalPrior", "Trainer",
+        "DiscriminatorScored", "ImageData", "ImageSpec", "LatentEncoder", "LatentModel", "Likelihood", "Loss",
+        "Metric", "Model", "NoConfig", "Objective", "Recipe", "Sampler", "Samples", "StandardNormalPrior", "Trainer",
         "VariationalModel", "capabilities", "conditional",
     ),
     "gentoolkit.phases": ("phase",),

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -107,6 +107,11 @@ class Run:
         self.dir.load_weights(model, self.weights)
         return model.to(self.device).eval()
 
+    @cached_property
+    def data(self) -> ImageData:
+        """The run's data set, loaded on first use (evaluation, samplers that start from real images)."""
+        return load_data(self.toolkit, self.data_source())
+
     @property
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl, one per epoch."""
@@ -155,7 +160,7 @@ class Run:
     def _split(self, split: str, limit: int | None) -> tuple[ImageData, torch.Tensor]:
         """The run's data set and the first ``limit`` images of one split of it, on the run's device."""
         with phases.phase(f"loading data set '{self.config.dataset.name}'"):
-            data = load_data(self.toolkit, self.data_source())
+            data = self.data
         images = {"train": data.train, "test": data.test}.get(split)
         if split not in ("train", "test"):
             raise GentoolError(f"--split {split}: use train or test.")
@@ -183,39 +188,58 @@ class Run:
         return dataclasses.replace(source, download=source.download and source.root == own_root)
 
     def sampler(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Sampler:
-        """The named sampler (the model's default if None) with ``options``, checked against the model."""
-        return build_sampler(self.toolkit, self.model, name or self.model.default_sampler, options or {})
+        """The named sampler (the model's default if None) with ``options``, checked against the model;
+        a sampler that starts from real images gets the run's data set."""
+        drawer = build_sampler(self.toolkit, self.model, name or self.model.default_sampler, options or {})
+        if drawer.needs_data:
+            drawer.data = self.data
+        return drawer
 
     def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
                options: Mapping[str, Any] | None = None, label: int | None = None) -> Samples:
         """Draw ``n`` images with the named sampler (the model's default if None); a
         class-conditional model draws class ``label``, or one row per class when it is None."""
+        (samples,) = self.sample_batches(n, sampler=sampler, seed=seed, options=options, label=label)
+        return samples
+
+    def sample_batches(self, n: int, batch_size: int | None = None, sampler: str | None = None, seed: int = 0,
+                       options: Mapping[str, Any] | None = None, label: int | None = None) -> Iterator[Samples]:
+        """Draw ``n`` images as :meth:`sample` does, ``batch_size`` at a time (None: all at once) with one
+        random stream, so writing them never holds more than a batch; a batch holds whole groups of
+        the sampler (an image and its reconstruction, an interpolation path)."""
         if n <= 0:
             raise GentoolError(f"-n must be a positive number of images, got {n}.")
-        check_memory(f"-n {n}", n * self.config.image_spec.pixels * 4, "ask for fewer images per call")
         drawer = self.sampler(sampler, options)
-        labels = class_labels(self.model, n, label)
+        size = n if batch_size is None else max(drawer.group, batch_size - batch_size % drawer.group)
+        check_memory(f"-n {n}" if size == n else f"batches of {size} images", size * self.config.image_spec.pixels * 4,
+                     "ask for fewer images per call")
         torch.manual_seed(seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return drawer.sample(self.model, n, generator, labels) if labels is not None \
-            else drawer.sample(self.model, n, generator)
+        for start in range(0, n, size):
+            count = min(size, n - start)
+            labels = class_labels(self.model, n, label, start, count)
+            yield drawer.sample(self.model, count, generator, labels) if labels is not None \
+                else drawer.sample(self.model, count, generator)
 
 
-def class_labels(model: Model, n: int, label: int | None) -> torch.Tensor | None:
-    """The labels a sampler passes to ``model``: ``label`` n times, or for a conditional model
-    without one, the classes in turn row by row of a grid (None for unconditional models)."""
+def class_labels(model: Model, n: int, label: int | None, start: int = 0, count: int | None = None
+                 ) -> torch.Tensor | None:
+    """The labels a sampler passes to ``model`` for images ``start`` to ``start + count`` (all n by
+    default) of n: ``label``, or for a conditional model without one, the classes in turn row by
+    row of a grid (None for unconditional models)."""
     classes = model.num_classes
     if not classes:
         if label is not None:
             raise GentoolError(f"--label {label}: model '{model.name}' is not class-conditional; "
                                "train it with --set conditional=true on a data set with labels.")
         return None
+    count = n - start if count is None else count
     if label is None:
         per_row = max(1, -(-n // classes))  # a grid with one row per class
-        return (torch.arange(n, device=model.device) // per_row).clamp_(max=classes - 1)
+        return (torch.arange(start, start + count, device=model.device) // per_row).clamp_(max=classes - 1)
     if not 0 <= label < classes:
         raise GentoolError(f"--label {label}: model '{model.name}' knows classes 0 to {classes - 1}.")
-    return torch.full((n,), label, dtype=torch.long, device=model.device)
+    return torch.full((count,), label, dtype=torch.long, device=model.device)
 
 
 def build_model(toolkit: Toolkit, config: RunConfig) -> Model:

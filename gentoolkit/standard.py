@@ -121,7 +121,10 @@ class AdamTrainer(Trainer):
 
 @hookimpl
 def register_samplers(register):
-    register(PriorSampler)
+    from gentoolkit.reconstruction import InterpolateSampler, ReconstructSampler  # here: they use eval_mode
+
+    for sampler in (PriorSampler, ReconstructSampler, InterpolateSampler):
+        register(sampler)
 
 
 @hookimpl

@@ -330,3 +330,13 @@ def test_wandb_offline_writes_its_run_files_in_the_run_and_a_resume_continues_th
     gentool("fit", "--resume", "r", "--epochs", "2", "--quiet")
     runs = sorted((tmp_path / "r" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(run.name.endswith(f"-{run_id}") for run in runs)
+
+
+def test_samplers_from_real_images_need_an_encoder(gentool):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "px")
+    one_line_error(gentool("sample", "--run", "px", "--sampler", "reconstruct", ok=False),
+                   "sampler 'reconstruct' does not work with model 'pixels': it needs a model with LatentModel, "
+                   "LatentEncoder")
+    one_line_error(gentool("sample", "--run", "px", "--sampler", "interpolate", ok=False),
+                   "--between data needs a model with an encoder (LatentEncoder)")
+    gentool("sample", "--run", "px", "--sampler", "interpolate", "--between", "prior", "--out", "paths.png")
