@@ -435,28 +435,43 @@ def _checked_sampler_options(run: api.Run, sampler: str | None, args: list[str])
               help="Sampler name; default: the model's. Its options follow as --name value.")
 @click.option("--label", type=int, help="Class to draw (class-conditional models); default: one row per class.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), show_default=True,
-              help="A .png grid, or .safetensors for the tensor 'images' (N x C x H x W in [0, 1]).")
+@click.option("--out", type=click.Path(), default="samples.png", show_default=True,
+              help="A .png, .jpg or .webp grid; .safetensors for the tensor 'images' (N x C x H x W in [0, 1]); "
+                   "or DIR/ for one PNG per image, written in batches.")
+@click.option("--nrow", type=click.IntRange(min=1), help="Images per row of a grid; default: about square.")
+@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Enlarge each pixel to SCALE x SCALE (nearest neighbour), e.g. 4 for MNIST grids.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--best", is_flag=True, help="Use the best epoch's weights (runs trained with --keep-best).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists (never a file of a run directory).")
 @click.pass_context
-def sample(ctx, model, run_dir, n, sampler, label, seed, out, device, best, force) -> None:
+def sample(ctx, model, run_dir, n, sampler, label, seed, out, nrow, scale, device, best, force) -> None:
     """Draw images from a trained MODEL and save them.
 
     Sampler options go after the others, e.g. --sampler ranking --candidates 512.
     """
-    from gentoolkit.images import check_output_path, save_samples
+    from gentoolkit.images import check_output_folder, check_output_path, save_each, save_samples
 
     if n <= 0:
         raise GentoolError(f"-n must be a positive number of images, got {n}.")
-    check_output_path(out, force)
+    folder = out.endswith(("/", os.sep))  # DIR/: one file per image
+    if folder:
+        check_output_folder(Path(out), force)
+    else:
+        check_output_path(Path(out), force)
     model, args = _sampler_args(ctx, model)
     run = _run_for(model, run_dir, device, best)
     name, options = _checked_sampler_options(run, sampler, args)
-    samples = run.sample(n, sampler=name, seed=seed, options=options, label=label)
-    written = save_samples(samples, out, force)
+    if folder:
+        batches = run.sample_batches(n, STREAMED_BATCH, sampler=name, seed=seed, options=options, label=label)
+        written = save_each(batches, Path(out), n, scale)
+    else:
+        samples = run.sample(n, sampler=name, seed=seed, options=options, label=label)
+        written = save_samples(samples, Path(out), force, nrow, scale, run.sampler(name, options).group)
     stderr_console().print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
+
+
+STREAMED_BATCH = 256  # images drawn at once for --out DIR/, whatever -n is
 
 
 # ---------------------------------------------------------------- evaluate

@@ -49,7 +49,7 @@ def test_plugins_json_lists_what_each_registers(gentool):
     rows = json.loads(gentool("plugins", "--json", "--all").output)
     by_name = {r["name"]: r for r in rows}
     assert by_name["toy_plugin"]["registers"]["model"] == ["pixels"]
-    assert by_name["gentoolkit"]["registers"]["sampler"] == ["prior"]
+    assert by_name["gentoolkit"]["registers"]["sampler"] == ["interpolate", "prior", "reconstruct"]
 
 
 def test_fit_then_sample_png_and_tensor(gentool, tmp_path):
@@ -100,7 +100,7 @@ def test_resume_appends_epochs(gentool, tmp_path):
     (["sample", "pixels", "-n", "0"], "-n must be a positive"),
     (["sample", "pixels"], "no run of 'pixels'"),
     (["sample", "pixels", "--out", "missing/x.png"], "does not exist"),
-    (["sample", "pixels", "--out", "x.jpg"], "unsupported format"),
+    (["sample", "pixels", "--out", "x.gif"], "unsupported format '.gif'; use a .png, .jpg or .webp"),
     (["sample", "--run", "."], "is not a gentoolkit run"),
 ])
 def test_bad_input_is_one_clear_line(gentool, args, fragment):
@@ -198,6 +198,8 @@ def test_dcgan_trains_on_a_mixed_image_folder_and_ranks(gentool, tmp_path):
     gentool("sample", "--run", "gan", "-n", "4", "--sampler", "ranking", "--candidates", "16", "--out", "best.png")
     scores = json.loads((tmp_path / "best.scores.json").read_text())["scores"]
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    gentool("sample", "--run", "gan", "-n", "4", "--sampler", "ranking", "--candidates", "16", "--out", "best/")
+    assert json.loads((tmp_path / "best" / "scores.json").read_text())["scores"] == scores
 
 
 @pytest.mark.parametrize("setup,args,fragment", [
@@ -340,3 +342,50 @@ def test_samplers_from_real_images_need_an_encoder(gentool):
     one_line_error(gentool("sample", "--run", "px", "--sampler", "interpolate", ok=False),
                    "--between data needs a model with an encoder (LatentEncoder)")
     gentool("sample", "--run", "px", "--sampler", "interpolate", "--between", "prior", "--out", "paths.png")
+
+
+# ------------------------------------------------------------ image output
+
+
+def test_grids_in_png_jpeg_and_webp_with_rows_and_scale(gentool, tmp_path):
+    from PIL import Image
+
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "r")
+    gentool("sample", "--run", "r", "-n", "12", "--out", "grid.png")
+    assert Image.open(tmp_path / "grid.png").size == (4 * 10 + 2, 3 * 10 + 2)  # 8 px images, 2 px apart
+    gentool("sample", "--run", "r", "-n", "12", "--nrow", "6", "--scale", "3", "--out", "wide.jpg")
+    picture = Image.open(tmp_path / "wide.jpg")
+    assert (picture.format, picture.mode, picture.size) == ("JPEG", "L", (3 * (6 * 10 + 2), 3 * (2 * 10 + 2)))
+    gentool("sample", "--run", "r", "-n", "4", "--out", "grid.webp")
+    assert Image.open(tmp_path / "grid.webp").format == "WEBP"
+    gentool("sample", "--run", "r", "-n", "4", "--out", "grid.jpeg")
+    assert Image.open(tmp_path / "grid.jpeg").format == "JPEG"
+    one_line_error(gentool("sample", "--run", "r", "--nrow", "0", ok=False), "--nrow")
+
+
+def test_out_dir_writes_one_file_per_image_in_batches(gentool, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import gentoolkit.api
+    import gentoolkit.cli
+
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "1", "--quiet", "--run-dir", "r")
+    monkeypatch.setattr(gentoolkit.cli, "STREAMED_BATCH", 4)
+    sizes = []
+    original = gentoolkit.api.Run.sample_batches
+
+    def counted(self, *args, **kwargs):
+        for samples in original(self, *args, **kwargs):
+            sizes.append(len(samples.images))
+            yield samples
+
+    monkeypatch.setattr(gentoolkit.api.Run, "sample_batches", counted)
+    gentool("sample", "--run", "r", "-n", "10", "--scale", "2", "--out", "each/")
+    assert sizes == [4, 4, 2]
+    files = sorted((tmp_path / "each").iterdir())
+    assert [f.name for f in files] == [f"{i:05d}.png" for i in range(10)]
+    assert Image.open(files[0]).size == (16, 16)
+    one_line_error(gentool("sample", "--run", "r", "-n", "3", "--out", "each/", ok=False), "pass --force")
+    gentool("sample", "--run", "r", "-n", "3", "--out", "each/", "--force")
+    one_line_error(gentool("sample", "--run", "r", "-n", "3", "--out", "r/images/", ok=False), "inside the run")
+    one_line_error(gentool("sample", "--run", "r", "-n", "3", "--out", "nowhere/each/", ok=False), "does not exist")
