@@ -541,10 +541,12 @@ def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, de
 
 @cli.command("show")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--plot", type=click.Path(path_type=Path), help="Write the loss curves to this PNG.")
+@click.option("--config", "as_config", is_flag=True, help="Print the run's whole config.json instead, for scripts.")
+@click.option("--plot", type=click.Path(path_type=Path),
+              help="Write the metric curves to this PNG: one panel per metric, train and test on one axis.")
 @click.option("--force", is_flag=True, help="Overwrite --plot if it exists (never a file of a run directory).")
-def show(run_dir, plot, force) -> None:
-    """Print a run's config and a table of its per-epoch metrics."""
+def show(run_dir, as_config, plot, force) -> None:
+    """Summarise a run (model, data, epochs, best value) and tabulate its per-epoch metrics."""
     from gentoolkit import api
     from gentoolkit.images import check_output_path
     from gentoolkit.plots import plot_metrics
@@ -552,20 +554,87 @@ def show(run_dir, plot, force) -> None:
     if plot is not None:
         check_output_path(plot, force, option="--plot")
     run = api.load_run(run_dir)
-    stdout_console().print_json(data=run.config.to_json())
-    rows = run.metrics
-    if not rows:
-        stdout_console().print("no epochs finished yet")
+    if as_config:
+        click.echo(json.dumps(run.config.to_json(), indent=2))
         return
-    keys = [k for k in rows[0] if k not in ("step", "images_per_second")]
-    table = Table(*keys, title=str(run.path))
-    for row in rows:
-        table.add_row(*(f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys))
-    stdout_console().print(table)
+    console = stdout_console()
+    rows = run.metrics
+    for line in _summary(run, rows):
+        console.print(line, highlight=False, markup=False)
+    if not rows:
+        return
+    for table in _metric_tables(console, rows, title=str(run.path)):
+        console.print(table)
     if plot is not None:
-        losses = [k for k in keys if k.endswith(("loss", "elbo")) and k.startswith(("train_", "test_"))]
-        plot_metrics({run.config.model.name: rows}, losses or keys[1:2], plot, title=str(run.path))
+        curves = _by_split([r for r in rows if not r.get("partial")])  # a partial epoch's means are not comparable
+        names = list(dict.fromkeys(name for split in curves.values() for r in split for name in r if name != "epoch"))
+        plot_metrics(curves, names, plot, title=str(run.path))
         stderr_console().print(f"wrote {plot}", highlight=False)
+
+
+def _by_split(rows: list[dict]) -> dict[str, list[dict]]:
+    """Epoch rows as one series per split, ``train_loss`` becoming ``loss`` in the train series, so
+    that plotting draws train and test of each metric on one axis."""
+    return {split: [{"epoch": r["epoch"], **{k.removeprefix(f"{split}_"): v for k, v in r.items()
+                                              if k.startswith(f"{split}_")}} for r in rows]
+            for split in ("train", "test")}
+
+
+def _summary(run: api.Run, rows: list[dict]) -> list[str]:
+    """What a run is, how far it got and its best epoch by the trainer's monitor, in a few lines."""
+    config = run.config
+    data = config.dataset
+    lines = [f"{config.model.name} on {data.name}: {data.train_size:,} training and {data.test_size:,} test images"]
+    if not rows:
+        return [*lines, "no epoch finished yet"]
+    last = rows[-1]
+    done = last["epoch"] - 1 if last.get("partial") else last["epoch"]
+    seconds = sum(r.get("seconds") or 0 for r in rows)
+    stopped = f"; stopped in epoch {last['epoch']}, --resume finishes it" if last.get("partial") else ""
+    lines.append(f"{done} of {config.training.epochs} epochs, {last['step']:,} steps, {seconds / 60:.1f} min on "
+                 f"{config.device}{stopped}")
+    monitor = _toolkit().trainers.get(config.trainer.name).monitor
+    finished = [r for r in rows if not r.get("partial")]
+    for key in (f"test_{monitor}", f"train_{monitor}") if monitor else ():
+        scored = [r for r in finished if isinstance(r.get(key), (int, float))]
+        if scored:
+            best = min(scored, key=lambda r: r[key])
+            kept = "; best.safetensors holds it" if config.training.keep_best else ""
+            lines.append(f"best {key} {best[key]:.4g} at epoch {best['epoch']}{kept}")
+            break
+    held_out = {k: v for k, v in last.items() if k.startswith("test_") and isinstance(v, float)}
+    if held_out:
+        lines.append("last epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in held_out.items()))
+    return lines
+
+
+def _metric_tables(console: Console, rows: list[dict], title: str) -> list[Table]:
+    """The per-epoch metrics as tables that fit the console: whole column names, and as many
+    tables as the columns need, each starting with the epoch."""
+    keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("epoch", "step", "partial",
+                                                                       "images_per_second")))
+    cells = {k: [f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for r in rows] for k in keys}
+    epochs = [f"{r['epoch']}*" if r.get("partial") else str(r["epoch"]) for r in rows]
+    unbounded = console.options.update(max_width=sys.maxsize)  # the width a table wants, not what it gets
+    groups: list[list[str]] = [[]]
+    for key in keys:
+        trial = _table([*groups[-1], key], epochs, cells, title)
+        if groups[-1] and console.measure(trial, options=unbounded).maximum > console.width:
+            groups.append([])
+        groups[-1].append(key)
+    caption = "* stopped in this epoch" if any(r.get("partial") for r in rows) else None
+    return [_table(group, epochs, cells, title if i == 0 else None, caption if i == len(groups) - 1 else None)
+            for i, group in enumerate(groups)]
+
+
+def _table(keys: list[str], epochs: list[str], cells: dict[str, list[str]], title: str | None,
+           caption: str | None = None) -> Table:
+    table = Table("epoch", *keys, title=title, caption=caption)
+    for column in table.columns:
+        column.no_wrap = True
+    for i, epoch in enumerate(epochs):
+        table.add_row(epoch, *(cells[k][i] for k in keys))
+    return table
 
 
 def main() -> None:

@@ -389,3 +389,46 @@ def test_out_dir_writes_one_file_per_image_in_batches(gentool, tmp_path, monkeyp
     gentool("sample", "--run", "r", "-n", "3", "--out", "each/", "--force")
     one_line_error(gentool("sample", "--run", "r", "-n", "3", "--out", "r/images/", ok=False), "inside the run")
     one_line_error(gentool("sample", "--run", "r", "-n", "3", "--out", "nowhere/each/", ok=False), "does not exist")
+
+
+# ------------------------------------------------------------------ show
+
+
+def test_show_summarises_the_run_and_splits_its_table_to_fit_the_terminal(gentool, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "3", "--quiet", "--run-dir", "r", "--keep-best")
+    out = gentool("show", "r").stdout
+    lines = out.splitlines()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    best = min(rows, key=lambda r: r["test_loss"])
+    assert lines[:3] == ["pixels on stripes: 256 training and 64 test images",
+                         lines[1], f"best test_loss {best['test_loss']:.4g} at epoch {best['epoch']}; "
+                                   "best.safetensors holds it"]
+    assert lines[1].startswith("3 of 3 epochs, 24 steps, ") and lines[1].endswith(" min on cpu")
+    assert lines[3].startswith("last epoch: test_loss ")
+    assert max(map(len, lines)) <= 60 and '"model"' not in out  # no config JSON
+    headers = [[cell.strip() for cell in line.split("┃")[1:-1]] for line in lines if line.startswith("┃")]
+    assert len(headers) == 2 and all(header[0] == "epoch" for header in headers)  # two tables, each by epoch
+    assert {"train_loss", "train_nll", "test_loss", "test_nll", "seconds"} == {*headers[0][1:], *headers[1][1:]}
+
+
+def test_show_config_prints_the_json_and_a_stopped_epoch_is_marked(gentool, tmp_path):
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--max-steps", "12", "--quiet", "--run-dir", "r")
+    config = json.loads(gentool("show", "r", "--config").stdout)
+    assert config == json.loads((tmp_path / "r" / "config.json").read_text())
+    out = gentool("show", "r").stdout
+    assert "1 of 2 epochs, 12 steps" in out and "stopped in epoch 2, --resume finishes it" in out
+    assert "2*" in out and "* stopped in this epoch" in out
+
+
+def test_show_plot_draws_train_and_test_of_a_metric_on_one_axis(gentool, tmp_path, monkeypatch):
+    import gentoolkit.plots
+
+    drawn = {}
+    monkeypatch.setattr(gentoolkit.plots, "plot_metrics",
+                        lambda series, keys, path, title: drawn.update(series=series, keys=keys, path=path))
+    gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--quiet", "--run-dir", "r")
+    gentool("show", "r", "--plot", "curves.png")
+    assert drawn["keys"] == ["loss", "nll"] and set(drawn["series"]) == {"train", "test"}
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [p["loss"] for p in drawn["series"]["test"]] == [r["test_loss"] for r in rows]
