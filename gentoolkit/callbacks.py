@@ -65,7 +65,8 @@ class ProgressBar(Callback):
         self.progress.update(self.task, completed=loop.state.step, description=self._description(loop))
         shown = {k: v for k, v in row.items() if k.startswith(("train_", "test_")) and isinstance(v, float)}
         text = "  ".join(f"{k} {v:.4g}" for k, v in shown.items())
-        self.progress.console.print(f"epoch {row['epoch']}: {text}  ({row['seconds']:.1f}s)")
+        stopped = " (stopped in the epoch; --resume finishes it)" if row.get("partial") else ""
+        self.progress.console.print(f"epoch {row['epoch']}{stopped}: {text}  ({row['seconds']:.1f}s)")
 
     def on_fit_end(self, loop: TrainingLoop, error: BaseException | None) -> None:
         if self.progress is not None:
