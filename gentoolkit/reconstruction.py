@@ -88,7 +88,7 @@ class FromData(Sampler):
                     raise GentoolError(f"sampler '{self.name}' needs {len(slots)} real images of class {label}, and "
                                        f"the {split} split has {len(have)}; ask for fewer.")
                 chosen[slots] = have[:len(slots)]
-        return pool[chosen], None if labels is None else pool_labels[chosen]
+        return pool[chosen], None if labels is None else pool_labels[chosen].to(labels.device)
 
     def decoded(self, model: Model, codes: Tensor, labels: Tensor | None) -> Tensor:
         """``generate`` on the codes, ``batch_size`` at a time."""
