@@ -13,15 +13,16 @@ import contextlib
 import dataclasses
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
-from gentoolkit import __version__, checkpoint
+from gentoolkit import __version__, checkpoint, phases
 from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGrids
 from gentoolkit.config import apply_overrides, split_assignment
 from gentoolkit.distributed import Group, process_group
@@ -106,6 +107,11 @@ class Run:
         self.dir.load_weights(model, self.weights)
         return model.to(self.device).eval()
 
+    @cached_property
+    def data(self) -> ImageData:
+        """The run's data set, loaded on first use (evaluation, samplers that start from real images)."""
+        return load_data(self.toolkit, self.data_source())
+
     @property
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl, one per epoch."""
@@ -114,13 +120,14 @@ class Run:
     def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
                  batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = (),
                  limit: int | None = None, sampler: str | None = None,
-                 sampler_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 sampler_options: Mapping[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
         """Compute the named metrics on a split of the run's data set.
 
         ``overrides`` are ``"metric.key=value"`` strings setting a metric's options;
         ``limit`` evaluates only the first that many images of the split. Metrics that
         compare generated images draw them with ``sampler`` (the model's default if None)
-        and its ``sampler_options``, as :meth:`sample` does.
+        and its ``sampler_options``, as :meth:`sample` does. ``progress`` shows each phase
+        (loading the data, each metric and the phases it reports) on stderr.
         """
         classes = [self.toolkit.metrics.get(name) for name in metrics]  # unknown names fail first
         sets: dict[str, list[tuple[str, str]]] = {cls.name: [] for cls in classes}
@@ -139,7 +146,21 @@ class Run:
             raise GentoolError(f"--k must be a positive integer, got {k}.")
         if batch_size <= 0:
             raise GentoolError(f"--batch-size must be a positive integer, got {batch_size}.")
-        data = load_data(self.toolkit, self.data_source())
+        results: dict[str, Any] = {}
+        with phases.reporting(Console(stderr=True)) if progress else contextlib.nullcontext():
+            data, images = self._split(split, limit)
+            for cls, config in zip(classes, configs, strict=True):
+                torch.manual_seed(seed)
+                generator = torch.Generator(device=self.device).manual_seed(seed)
+                with phases.phase(cls.name):
+                    results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
+                                                       generator=generator, data=data, sampler=drawer))
+        return results
+
+    def _split(self, split: str, limit: int | None) -> tuple[ImageData, torch.Tensor]:
+        """The run's data set and the first ``limit`` images of one split of it, on the run's device."""
+        with phases.phase(f"loading data set '{self.config.dataset.name}'"):
+            data = self.data
         images = {"train": data.train, "test": data.test}.get(split)
         if split not in ("train", "test"):
             raise GentoolError(f"--split {split}: use train or test.")
@@ -152,14 +173,7 @@ class Run:
             if limit <= 0:
                 raise GentoolError(f"--limit must be a positive integer, got {limit}.")
             images = images[:limit]
-        images = images.to(self.device)
-        results: dict[str, Any] = {}
-        for cls, config in zip(classes, configs, strict=True):
-            torch.manual_seed(seed)
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-            results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
-                                               generator=generator, data=data, sampler=drawer))
-        return results
+        return data, images.to(self.device)
 
     def data_source(self) -> DataSource:
         """The run's data set, read as its config.json says; a run directory is data, not instructions,
@@ -174,39 +188,58 @@ class Run:
         return dataclasses.replace(source, download=source.download and source.root == own_root)
 
     def sampler(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Sampler:
-        """The named sampler (the model's default if None) with ``options``, checked against the model."""
-        return build_sampler(self.toolkit, self.model, name or self.model.default_sampler, options or {})
+        """The named sampler (the model's default if None) with ``options``, checked against the model;
+        a sampler that starts from real images gets the run's data set."""
+        drawer = build_sampler(self.toolkit, self.model, name or self.model.default_sampler, options or {})
+        if drawer.needs_data:
+            drawer.data = self.data
+        return drawer
 
     def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
                options: Mapping[str, Any] | None = None, label: int | None = None) -> Samples:
         """Draw ``n`` images with the named sampler (the model's default if None); a
         class-conditional model draws class ``label``, or one row per class when it is None."""
+        (samples,) = self.sample_batches(n, sampler=sampler, seed=seed, options=options, label=label)
+        return samples
+
+    def sample_batches(self, n: int, batch_size: int | None = None, sampler: str | None = None, seed: int = 0,
+                       options: Mapping[str, Any] | None = None, label: int | None = None) -> Iterator[Samples]:
+        """Draw ``n`` images as :meth:`sample` does, ``batch_size`` at a time (None: all at once) with one
+        random stream, so writing them never holds more than a batch; a batch holds whole groups of
+        the sampler (an image and its reconstruction, an interpolation path)."""
         if n <= 0:
             raise GentoolError(f"-n must be a positive number of images, got {n}.")
-        check_memory(f"-n {n}", n * self.config.image_spec.pixels * 4, "ask for fewer images per call")
         drawer = self.sampler(sampler, options)
-        labels = class_labels(self.model, n, label)
+        size = n if batch_size is None else max(drawer.group, batch_size - batch_size % drawer.group)
+        check_memory(f"-n {n}" if size == n else f"batches of {size} images", size * self.config.image_spec.pixels * 4,
+                     "ask for fewer images per call")
         torch.manual_seed(seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return drawer.sample(self.model, n, generator, labels) if labels is not None \
-            else drawer.sample(self.model, n, generator)
+        for start in range(0, n, size):
+            count = min(size, n - start)
+            labels = class_labels(self.model, n, label, start, count)
+            yield drawer.sample(self.model, count, generator, labels) if labels is not None \
+                else drawer.sample(self.model, count, generator)
 
 
-def class_labels(model: Model, n: int, label: int | None) -> torch.Tensor | None:
-    """The labels a sampler passes to ``model``: ``label`` n times, or for a conditional model
-    without one, the classes in turn row by row of a grid (None for unconditional models)."""
+def class_labels(model: Model, n: int, label: int | None, start: int = 0, count: int | None = None
+                 ) -> torch.Tensor | None:
+    """The labels a sampler passes to ``model`` for images ``start`` to ``start + count`` (all n by
+    default) of n: ``label``, or for a conditional model without one, the classes in turn row by
+    row of a grid (None for unconditional models)."""
     classes = model.num_classes
     if not classes:
         if label is not None:
             raise GentoolError(f"--label {label}: model '{model.name}' is not class-conditional; "
                                "train it with --set conditional=true on a data set with labels.")
         return None
+    count = n - start if count is None else count
     if label is None:
         per_row = max(1, -(-n // classes))  # a grid with one row per class
-        return (torch.arange(n, device=model.device) // per_row).clamp_(max=classes - 1)
+        return (torch.arange(start, start + count, device=model.device) // per_row).clamp_(max=classes - 1)
     if not 0 <= label < classes:
         raise GentoolError(f"--label {label}: model '{model.name}' knows classes 0 to {classes - 1}.")
-    return torch.full((n,), label, dtype=torch.long, device=model.device)
+    return torch.full((count,), label, dtype=torch.long, device=model.device)
 
 
 def build_model(toolkit: Toolkit, config: RunConfig) -> Model:
@@ -259,7 +292,7 @@ def load_data(toolkit: Toolkit, source: DataSource) -> ImageData:
                                                     download=source.download, image_size=source.image_size))
 
 
-def load_run(path: str | os.PathLike, device: str = "cpu", best: bool = False) -> Run:
+def load_run(path: str | os.PathLike, device: str = "auto", best: bool = False) -> Run:
     """Open a run directory, checking it is one; ``best`` picks the weights kept by ``keep_best``."""
     weights = RunDir.BEST_WEIGHTS if best else RunDir.WEIGHTS
     run_dir = RunDir(path).check(weights)
@@ -268,7 +301,7 @@ def load_run(path: str | os.PathLike, device: str = "cpu", best: bool = False) -
     return Run(run_dir.path, config, resolve_device(device), toolkit, weights=weights)
 
 
-def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "cpu",
+def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "auto",
                best: bool = False) -> Run:
     """The newest run of ``model`` (a name or alias) under ``runs_dir``."""
     name = get_toolkit().models.entry(model).name
@@ -389,7 +422,8 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
         batch_size: int | None = None, lr: float | None = None, max_steps: int | None = None,
         seed: int = 0, device: str = "auto", precision: str = "fp32", lr_schedule: str = "constant",
         patience: int | None = None, keep_best: bool = False, on_nan: str = "stop", compile: bool = False,
-        objective: str | None = None, trainer: str | None = None, callback_names: Sequence[str] = (),
+        log_every: int = 50, objective: str | None = None, trainer: str | None = None,
+        callback_names: Sequence[str] = (),
         run_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
         overrides: Sequence[str] = (), progress: bool = False,
         callbacks: Sequence[Callback] = ()) -> Run:
@@ -399,14 +433,15 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
     model config, ``trainer.key``, ``objective.key`` and ``data.key`` the others.
     ``callback_names`` switch on registered callbacks (``--callback``); ``callbacks``
     adds callback objects for this call only. ``compile`` compiles the model's networks with
-    torch.compile (docs/training.md).
+    torch.compile (docs/training.md). ``log_every`` is how many steps apart loggers (tensorboard,
+    csv, wandb) get the step metrics.
     """
     toolkit = get_toolkit()
     plan = _plan(toolkit, model, dataset, data_dir=data_dir, download=download, image_size=image_size,
                  epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                  device=device, objective=objective, trainer=trainer, overrides=overrides,
                  goals={"precision": precision, "lr_schedule": lr_schedule, "patience": patience,
-                        "keep_best": keep_best, "on_nan": on_nan, "compile": compile},
+                        "keep_best": keep_best, "on_nan": on_nan, "compile": compile, "log_every": log_every},
                  callbacks=callback_names)
     target = RunDir(run_dir) if run_dir else RunDir.new(runs_dir, plan.model.name)
     if target.path.exists() and not target.path.is_dir():

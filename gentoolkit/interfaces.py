@@ -175,6 +175,19 @@ class LatentModel(Protocol):
 
 
 @runtime_checkable
+class LatentEncoder(Protocol):
+    """A :class:`LatentModel` that maps images to the latent codes ``generate`` maps back: the mean
+    of q(z|x) for a VAE, the exact code for a flow. Reconstructions and interpolations between
+    real images need it (the ``reconstruct`` and ``interpolate`` samplers).
+
+    A conditional model (``num_classes > 0``) takes ``encode_latent(x, labels)``.
+    """
+
+    def encode_latent(self, x: Tensor) -> Tensor:
+        """The latent codes of prepared images ``x`` (what ``prepare`` returns), one per image."""
+
+
+@runtime_checkable
 class StandardNormalPrior(Protocol):
     """A :class:`LatentModel` whose ``sample_latent`` draws standard normal codes, N(0, I).
 
@@ -237,7 +250,7 @@ class BitsPerDim(Protocol):
         as Bernoulli probabilities, a density of data that was not dequantised)."""
 
 
-CAPABILITIES: tuple[type, ...] = (LatentModel, StandardNormalPrior, Likelihood, VariationalModel,
+CAPABILITIES: tuple[type, ...] = (LatentModel, LatentEncoder, StandardNormalPrior, Likelihood, VariationalModel,
                                   DiscriminatorScored, BitsPerDim)
 
 
@@ -394,10 +407,22 @@ class Samples:
 
 
 class Sampler(Component, Requires, ABC):
-    """A way to draw images from a trained model."""
+    """A way to draw images from a trained model.
+
+    A sampler that starts from real images (``reconstruct``, ``interpolate``) sets
+    ``needs_data`` (a class attribute, or a property when its config decides); whoever
+    builds it for a run (``Run.sampler``) then hands it the run's data set as ``data``
+    before it samples. ``group`` is how many consecutive images belong together (an
+    image and its reconstruction, an interpolation path): grids keep a group within a
+    row, and output written in batches never splits one.
+    """
+
+    needs_data: ClassVar[bool] = False
+    group: ClassVar[int] = 1
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+        self.data: ImageData | None = None  # the run's data set, for a sampler that needs data
 
     @abstractmethod
     def sample(self, model: Model, n: int, generator: torch.Generator, labels: Tensor | None = None) -> Samples:

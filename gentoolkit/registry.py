@@ -32,7 +32,7 @@ from typing import Any
 import click
 import pluggy
 
-from gentoolkit import hookspecs, standard
+from gentoolkit import hookspecs, index, standard
 from gentoolkit.errors import GentoolError, debugging, suggest, unknown
 from gentoolkit.interfaces import (
     AdversarialObjective,
@@ -241,6 +241,7 @@ class CommandRegistry(Registry):
             raise TypeError(f"register_commands added {cls!r}, expected a Click command or group")
 
 
+# The base classes of each kind (the names, in order, are gentoolkit.index.KINDS: the CLI reads them without torch).
 KINDS: dict[str, tuple[type, ...]] = {
     "model": (Model,),
     "objective": (Objective, AdversarialObjective),
@@ -355,6 +356,18 @@ class Toolkit:
                     self._reported.add(clash)
                     warnings.warn(clash.message(), PluginWarning, stacklevel=3)
 
+    def name_index(self) -> index.Index:
+        """What ``gentool --help`` and shell completion show: every usable name with its description
+        (an alias says whose it is), and the commands plugins add."""
+        components: dict[str, dict[str, str]] = {}
+        for kind in KINDS:
+            registry = self.registries[kind]
+            entries = {name: registry.entry(name) for name in registry.names()}
+            components[kind] = {name: e.cls.description() if name == e.name else f"alias of {e.name}"
+                                for name, e in entries.items()}
+        commands = {e.name: e.cls.get_short_help_str(limit=200) for e in self.commands if not e.builtin}
+        return index.Index(components, commands)
+
     def load_entry_points(self, only: Collection[str] | None = None) -> None:
         """Import and register the enabled plugins in the ``gentoolkit`` group: those named in
         ``only``, or when it is None, those GENTOOL_PLUGINS and GENTOOL_DISABLE_PLUGINS allow."""
@@ -443,6 +456,12 @@ def get_toolkit() -> Toolkit:
     global _current
     if _current is None:
         _current = build_toolkit()
+        index.save(_current.name_index())  # for the next --help and shell completion
+    return _current
+
+
+def loaded_toolkit() -> Toolkit | None:
+    """The process-wide toolkit if it is loaded already, without loading it."""
     return _current
 
 

@@ -121,7 +121,10 @@ class AdamTrainer(Trainer):
 
 @hookimpl
 def register_samplers(register):
-    register(PriorSampler)
+    from gentoolkit.reconstruction import InterpolateSampler, ReconstructSampler  # here: they use eval_mode
+
+    for sampler in (PriorSampler, ReconstructSampler, InterpolateSampler):
+        register(sampler)
 
 
 @hookimpl
@@ -130,8 +133,15 @@ def register_trainers(register):
 
 
 @hookimpl
+def register_callbacks(register):
+    from gentoolkit.callbacks import CSVLog  # here: the callbacks import the training loop, which imports this
+
+    register(CSVLog)
+
+
+@hookimpl
 def register_commands(cli):
-    from gentoolkit.cli import cli as gentool  # here, not above: the CLI imports the registry, which imports this
+    from gentoolkit.cli import cli as gentool  # here, not above: the core's components need no CLI
 
     for name, command in gentool.commands.items():
         cli.add_command(command, name)

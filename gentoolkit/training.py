@@ -58,6 +58,7 @@ class TrainingOptions:
     keep_best: bool = False  # also keep the weights of the best epoch in best.safetensors
     on_nan: str = "stop"  # stop at a NaN/Inf loss, or skip that update and count it
     compile: bool = False  # compile the model's networks with torch.compile (same losses, faster steps)
+    log_every: int = 50  # steps between the numbers loggers (tensorboard, csv, wandb) get; metrics.jsonl is per epoch
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
@@ -76,6 +77,8 @@ class TrainingOptions:
             raise GentoolError(f"--lr must be a positive number, got {self.lr}.")
         if self.max_steps is not None and self.max_steps <= 0:
             raise GentoolError(f"--max-steps must be a positive integer, got {self.max_steps}.")
+        if self.log_every <= 0:
+            raise GentoolError(f"--log-every must be a positive integer, got {self.log_every}.")
 
 
 def compile_unavailable(device: torch.device) -> str | None:

@@ -27,6 +27,7 @@ def gentool(*args: object, site: Path, ok: bool = True, **env: str) -> subproces
     environ = {k: v for k, v in os.environ.items() if k not in SWITCHES}  # the caller's switches must not leak in
     environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
     environ["OMP_NUM_THREADS"] = "1"  # tiny models; more threads only fight over busy cores
+    environ["XDG_CACHE_HOME"] = str(site.parent / "cache")  # the name index of these plugins stays here
     result = subprocess.run([sys.executable, "-m", "gentoolkit", *map(str, args)], env={**environ, **env},
                             cwd=site.parent, capture_output=True, text=True, timeout=300)
     if ok:

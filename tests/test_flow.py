@@ -292,7 +292,7 @@ def test_glow_through_the_command_line(tmp_path, monkeypatch):
     def gentool(*args):
         result = runner.invoke(cli, [str(a) for a in args])
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout
 
     listing = gentool("list-models")
     assert "glow" in listing and "flow" in listing

@@ -9,6 +9,7 @@ from typing import Literal
 
 import pytest
 
+import gentoolkit
 from gentoolkit import GentoolError, Model, hookimpl
 from gentoolkit.info import describe, field_comments, options
 from gentoolkit.registry import get_toolkit
@@ -53,8 +54,9 @@ def test_info_by_alias_shows_the_model_its_capabilities_and_every_option(toy, mo
     result = invoke_gentool("info", "vae")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == "model bernoulli-vae, also vae: plugin 'vae' from gentoolkit 0.1.0"
-    assert "capabilities: LatentModel, StandardNormalPrior, Likelihood, VariationalModel, BitsPerDim" in lines
+    assert lines[0] == f"model bernoulli-vae, also vae: plugin 'vae' from gentoolkit {gentoolkit.__version__}"
+    assert ("capabilities: LatentModel, LatentEncoder, StandardNormalPrior, Likelihood, VariationalModel, "
+            "BitsPerDim") in lines
     cells = {row[0]: row for row in ([c.strip() for c in line.split("│")[1:-1]] for line in lines) if row}
     assert cells["latent_dim"] == ["latent_dim", "int", "20", "size of the latent code z"]
     assert cells["arch"][1:3] == ["mlp | conv", "mlp"]

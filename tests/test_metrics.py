@@ -4,6 +4,7 @@ against closed forms, and the sample-quality metrics end to end on a tiny labell
 from __future__ import annotations
 
 import functools
+import json
 import math
 import sys
 import time
@@ -28,7 +29,7 @@ from gentoolkit import (
     to_unit,
 )
 from gentoolkit.standard import PriorSampler
-from gentoolkit.testing import toolkit_with
+from gentoolkit.testing import invoke_gentool, toolkit_with
 from gentoolkit_metrics import (
     ELBO,
     FID,
@@ -186,7 +187,7 @@ def test_binarisation_is_fixed_by_the_seed_alone(pixels):
     model = BinarisedLinearGaussian()
 
     def prepared(batch_size, seed=0):
-        return torch.cat([x for _, x in likelihood.prepared_batches(model, pixels, batch_size, seeded(seed))])
+        return torch.cat([x for _, x in likelihood.prepared_batches(model, pixels, batch_size, seeded(seed), "test")])
 
     x = prepared(500)
     assert set(x.unique().tolist()) == {0.0, 1.0}
@@ -443,3 +444,24 @@ def test_mnist_classifier_trains_in_a_minute_on_one_core(mnist_root):
     with torch.no_grad():
         accuracy = (net.logits(test.data.unsqueeze(1)).argmax(1) == test.targets).float().mean()
     assert accuracy > 0.975
+
+
+def test_gentool_evaluate_says_what_it_does_one_line_per_phase(cache, tmp_path):
+    this = sys.modules[__name__]
+    with toolkit_with(toy_plugin, this, gentoolkit_metrics, only=()):
+        gt.fit("pixels", "tiny-shapes", run_dir=tmp_path / "run", epochs=1, device="cpu")
+        result = invoke_gentool("evaluate", "--run", tmp_path / "run", "--metric", "fid,kid", "--k", "64",
+                                "--limit", "100")
+        assert result.exit_code == 0, result.output
+        assert result.stderr.splitlines() == [
+            "loading data set 'tiny-shapes'",
+            "fid", "fid › loading the feature classifier",
+            "fid › training the feature classifier (once per data set)",
+            "fid › embedding 100 real images", "fid › generating 64 images",
+            "fid › comparing real and generated features",
+            "kid", "kid › loading the feature classifier",  # trained and cached by fid
+            "kid › embedding 100 real images", "kid › generating 64 images",
+            "kid › comparing real and generated features",
+        ]
+        quiet = invoke_gentool("evaluate", "--run", tmp_path / "run", "--metric", "fid", "-q", "--json")
+        assert quiet.stderr == "" and json.loads(quiet.stdout)["fid_k"] == 256  # the whole test split

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import math
 import os
 import re
@@ -139,9 +140,10 @@ def test_each_hook_example_registers_its_kind_and_they_work_together(tutorial, t
             (names[kind],) = info.registered[kind]
 
         run = gt.fit(names["model"], names["dataset"], objective=names["objective"], trainer=names["trainer"],
-                     callback_names=[names["callback"]], max_steps=5, batch_size=64, runs_dir=tmp_path)
+                     callback_names=[names["callback"]], max_steps=5, batch_size=64, log_every=2, runs_dir=tmp_path)
         assert math.isfinite(run.metrics[-1]["train_loss"]) and "test_loss" in run.metrics[-1]
-        assert (run.path / "metrics.csv").read_text().startswith("epoch,step,")
+        steps = [json.loads(line) for line in (run.path / "steps.jsonl").read_text().splitlines()]
+        assert [s["step"] for s in steps] == [2, 4] and all(math.isfinite(s["loss"]) for s in steps)
         for options in ({}, {"threshold": 0.5}):
             images = run.sample(8, sampler=names["sampler"], options=options).images
             assert images.shape == (8, 1, 28, 28) and set(images.unique().tolist()) <= {0.0, 1.0}

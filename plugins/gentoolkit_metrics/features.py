@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from gentoolkit import GentoolError, ImageData, eval_mode, index_batches, to_unit
+from gentoolkit import GentoolError, ImageData, eval_mode, index_batches, phase, to_unit
 
 Features = Literal["auto", "classifier", "inception"]
 
@@ -59,7 +59,8 @@ def feature_space(choice: Features, data: ImageData, device: torch.device, metri
     """The feature space ``choice`` names; ``auto`` is Inception when it is here, else the classifier."""
     weights = inception_weights() if choice != "classifier" else None
     if weights is not None:
-        return FeatureSpace("inception-v3", InceptionNet(weights).to(device))
+        with phase("loading Inception-v3"):
+            return FeatureSpace("inception-v3", InceptionNet(weights).to(device))
     if choice == "inception":
         raise GentoolError(f"{metric} with features=inception needs the torch-fidelity package and its "
                            f"Inception-v3 weights in the torch hub cache; gentoolkit never downloads them while "
@@ -124,12 +125,14 @@ def train_classifier(images: Tensor, labels: Tensor, device: torch.device, steps
         net = ClassifierNet(images.shape[1:], int(labels.max()) + 1).to(device)
     images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    for index in itertools.islice(shuffled_batches(len(images), batch_size, torch.Generator().manual_seed(0), device),
-                                  steps):
-        loss = F.cross_entropy(net.logits(images[index]), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    batches = shuffled_batches(len(images), batch_size, torch.Generator().manual_seed(0), device)
+    with phase("training the feature classifier (once per data set)", total=steps) as progress:
+        for index in itertools.islice(batches, steps):
+            loss = F.cross_entropy(net.logits(images[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            progress.advance()
     with torch.no_grad():
         raw = torch.cat([net.raw(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
         net.mean.copy_(raw.mean(0))
@@ -161,9 +164,11 @@ def classifier_features(data: ImageData, device: torch.device, metric: str) -> F
         raise GentoolError(f"{metric} with classifier features needs a data set with labels (mnist, fashion-mnist, "
                            "shapes); this one has none. Install torch-fidelity and its Inception-v3 weights to use "
                            "Inception features instead (see docs/evaluation.md).")
-    digest = data_digest(data.train, data.train_labels)
-    path = features_cache() / f"{digest}.safetensors"
-    net = cached_classifier(path, data.train.shape[1:], int(data.train_labels.max()) + 1) if path.is_file() else None
+    with phase("loading the feature classifier"):
+        digest = data_digest(data.train, data.train_labels)
+        path = features_cache() / f"{digest}.safetensors"
+        net = cached_classifier(path, data.train.shape[1:], int(data.train_labels.max()) + 1) if path.is_file() \
+            else None
     if net is None:
         net = train_classifier(data.train, data.train_labels, device)
         save_classifier(net, path)

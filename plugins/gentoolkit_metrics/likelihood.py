@@ -30,25 +30,29 @@ from gentoolkit import (
     VariationalModel,
     eval_mode,
     has_capability,
+    phase,
     posterior_chunks,
     to_unit,
 )
 from gentoolkit_metrics.checks import sample_count
 
 
-def prepared_batches(model: Model, images: Tensor, batch_size: int,
-                     generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield each uint8 batch with its prepared version on the model's device.
+def prepared_batches(model: Model, images: Tensor, batch_size: int, generator: torch.Generator,
+                     description: str) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield each uint8 batch with its prepared version on the model's device, as one progress
+    phase with this ``description``, counting images.
 
     Images are prepared one by one with a CPU generator seeded from the seed of
     ``generator`` (plus one, so pixel noise and code noise never share a stream):
     batched draws would depend on the batch size, device draws on the device.
     """
     pixels = torch.Generator().manual_seed(generator.initial_seed() + 1)
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        x = torch.cat([model.prepare(image[None], pixels) for image in batch.cpu()])
-        yield batch, x.to(model.device)
+    with phase(description, total=len(images)) as progress:
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            x = torch.cat([model.prepare(image[None], pixels) for image in batch.cpu()])
+            yield batch, x.to(model.device)
+            progress.advance(len(batch))
 
 
 def in_bits(model: Model, key: str, log_likelihood: float) -> dict[str, float]:
@@ -77,7 +81,7 @@ class ELBO(Metric):
         k = sample_count(self.name, k, 1)
         recon_nll = kl = 0.0
         with eval_mode(model):
-            for _, x in prepared_batches(model, images, batch_size, generator):
+            for _, x in prepared_batches(model, images, batch_size, generator, f"the ELBO of {len(images):,} images"):
                 mu, logvar = model.encode(x)
                 mu64, logvar64 = mu.double(), logvar.double()
                 # KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)
@@ -101,7 +105,9 @@ class NLL(Metric):
         k = None if model.default_nll_k is None else sample_count(self.name, k, model.default_nll_k)
         log_px_total = 0.0
         with eval_mode(model):
-            for _, x in prepared_batches(model, images, batch_size, generator):
+            each = "" if k is None else f", {k:,} importance samples each"
+            described = f"log p(x) of {len(images):,} images{each}"
+            for _, x in prepared_batches(model, images, batch_size, generator, described):
                 log_px = model.log_prob(x, k=k, generator=generator, max_floats=self.config.max_floats)
                 log_px_total += log_px.double().sum().item()
         nll = -log_px_total / len(images)
@@ -119,7 +125,8 @@ class Reconstruction(Metric):
                 generator: torch.Generator, data: ImageData, sampler: Sampler) -> dict[str, Any]:
         squared = cross_entropy = 0.0
         with eval_mode(model):
-            for batch, x in prepared_batches(model, images, batch_size, generator):
+            described = f"reconstructing {len(images):,} images"
+            for batch, x in prepared_batches(model, images, batch_size, generator, described):
                 target = to_unit(batch).double()  # the grey levels, even where the model saw binarised pixels
                 recon = model.generate(model.encode(x)[0]).double()
                 squared += (recon - target).square().sum().item()

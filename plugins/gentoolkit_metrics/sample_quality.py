@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from gentoolkit import GentoolError, ImageData, Metric, Model, Sampler, check_memory
+from gentoolkit import GentoolError, ImageData, Metric, Model, Sampler, check_memory, phase
 from gentoolkit_metrics.checks import sample_count
 from gentoolkit_metrics.distances import frechet_distance, kernel_distance, precision_recall
 from gentoolkit_metrics.features import Features, FeatureSpace, feature_space
@@ -27,9 +27,11 @@ def generated_features(model: Model, sampler: Sampler, space: FeatureSpace, n: i
     """Features of ``n`` images drawn with ``sampler``, ``batch_size`` at a time, each rounded to
     8 bits as the real images are (and as saving them would)."""
     chunks = []
-    for start in range(0, n, batch_size):
-        images = sampler.sample(model, min(batch_size, n - start), generator).images
-        chunks.append(space.embed(images.mul(255).round().clamp(0, 255).to(torch.uint8), batch_size))
+    with phase(f"generating {n:,} images", total=n) as progress:
+        for start in range(0, n, batch_size):
+            images = sampler.sample(model, min(batch_size, n - start), generator).images
+            chunks.append(space.embed(images.mul(255).round().clamp(0, 255).to(torch.uint8), batch_size))
+            progress.advance(len(images))
     return torch.cat(chunks)
 
 
@@ -53,11 +55,14 @@ class SampleQuality(Metric):
             raise GentoolError(f"{self.name} needs at least {self.min_images} real and {self.min_images} generated "
                                f"images; got {len(images)} real and k={n}.")
         space = feature_space(self.config.features, data, images.device, self.name)
-        real = space.embed(images, batch_size)
+        with phase(f"embedding {len(images):,} real images"):
+            real = space.embed(images, batch_size)
         check_memory(f"{self.name} with k={n}", 2 * n * real[0].numel() * real.element_size(),
                      "lower --k")  # the generated features, and their copy when joined
         fake = generated_features(model, sampler, space, n, batch_size, generator)
-        return {**self.compare(real, fake, generator), f"{self.key}_k": n, f"{self.key}_features": space.name}
+        with phase("comparing real and generated features"):
+            values = self.compare(real, fake, generator)
+        return {**values, f"{self.key}_k": n, f"{self.key}_features": space.name}
 
     @abstractmethod
     def compare(self, real: Tensor, fake: Tensor, generator: torch.Generator) -> dict[str, float]:
