@@ -187,7 +187,8 @@ def test_binarisation_is_fixed_by_the_seed_alone(pixels):
     model = BinarisedLinearGaussian()
 
     def prepared(batch_size, seed=0):
-        return torch.cat([x for _, x in likelihood.prepared_batches(model, pixels, batch_size, seeded(seed), "test")])
+        return torch.cat([x for _, x, _ in likelihood.prepared_batches(model, pixels, batch_size, seeded(seed),
+                                                                       "test")])
 
     x = prepared(500)
     assert set(x.unique().tolist()) == {0.0, 1.0}
@@ -428,7 +429,7 @@ def test_evaluate_a_run_with_every_sample_metric(cache, tmp_path):
 
 def test_the_plugin_registers_every_metric():
     with toolkit_with(gentoolkit_metrics, only=()) as toolkit:
-        assert toolkit.metrics.names() == ["elbo", "fid", "kid", "nll", "precision-recall", "recon"]
+        assert toolkit.metrics.names() == ["elbo", "fid", "kid", "label-accuracy", "nll", "precision-recall", "recon"]
         assert toolkit.metrics.get("precision-recall") is PrecisionRecall
 
 
