@@ -26,7 +26,7 @@ _LAZY = {
         "CAPABILITIES", "AdversarialObjective", "BitsPerDim", "Component", "DataOptions", "Dataset",
         "DiscriminatorScored", "ImageData", "ImageSpec", "LatentEncoder", "LatentModel", "Likelihood", "Loss",
         "Metric", "Model", "NoConfig", "Objective", "Recipe", "Sampler", "Samples", "StandardNormalPrior", "Trainer",
-        "VariationalModel", "capabilities", "conditional",
+        "VariationalModel", "capabilities", "conditional", "has_capability",
     ),
     "gentoolkit.phases": ("phase",),
     "gentoolkit.resources": ("check_memory", "format_bytes", "memory_limit", "usable_memory"),

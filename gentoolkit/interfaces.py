@@ -254,10 +254,19 @@ CAPABILITIES: tuple[type, ...] = (LatentModel, LatentEncoder, StandardNormalPrio
                                   DiscriminatorScored, BitsPerDim)
 
 
+def has_capability(model: Any, capability: type) -> bool:
+    """Whether ``model`` (an instance or a class) has every member of a capability protocol.
+
+    Use this rather than ``isinstance``: since Python 3.12, ``isinstance`` with a protocol
+    looks attributes up statically and misses what ``nn.Module`` keeps in its own dicts
+    (submodules, parameters, buffers), so a model with a ``netg`` submodule would not count.
+    """
+    return all(hasattr(model, name) for name in _protocol_members(capability))
+
+
 def capabilities(model: Any) -> list[str]:
     """The names of the capabilities ``model`` (an instance or a class) has, for listings."""
-    return [c.__name__ for c in CAPABILITIES
-            if all(hasattr(model, name) for name in _protocol_members(c))]
+    return [c.__name__ for c in CAPABILITIES if has_capability(model, c)]
 
 
 def _protocol_members(protocol: type) -> list[str]:
@@ -288,7 +297,7 @@ class Requires:
 
     @classmethod
     def fits(cls, model: Model) -> bool:
-        return all(isinstance(model, capability) for capability in cls.requires)
+        return all(has_capability(model, capability) for capability in cls.requires)
 
 
 class Objective(Component, Requires, ABC):

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from gentoolkit.errors import GentoolError
 from gentoolkit.hookspecs import hookimpl
-from gentoolkit.interfaces import LatentModel, Model, Sampler, Samples, StandardNormalPrior, Trainer
+from gentoolkit.interfaces import LatentModel, Model, Sampler, Samples, StandardNormalPrior, Trainer, has_capability
 
 
 @contextmanager
@@ -51,7 +51,7 @@ class PriorSampler(Sampler):
 
     def sample(self, model: Model, n: int, generator: torch.Generator, labels: Tensor | None = None) -> Samples:
         temperature = self.config.temperature
-        if temperature != 1.0 and not isinstance(model, StandardNormalPrior):
+        if temperature != 1.0 and not has_capability(model, StandardNormalPrior):
             raise GentoolError(f"--temperature needs a model whose prior is a standard normal; "
                                f"'{model.name}' does not declare one (StandardNormalPrior).")
         chunks = []

@@ -37,6 +37,7 @@ SCHEDULES = {
     "constant": lambda progress: 1.0,
     "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))),
 }
+CHECK_EVERY = 32  # steps between reads of the non-finite flag on an accelerator; also at epoch ends and signals
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILED_VERSIONS = 8  # versions torch.compile may make of each network: dynamo's default limit
 
@@ -260,6 +261,11 @@ class TrainingLoop:
         self.autocast = torch.autocast(device.type, dtype=PRECISIONS[options.precision],
                                        enabled=options.precision != "fp32")
         self.shuffle_generator = torch.Generator().manual_seed(options.seed)
+        # The first step whose metrics were not finite (0: none yet), kept on the device so that the
+        # check reads it back once every CHECK_EVERY steps on an accelerator, and every step where
+        # reading is free (the CPU), a step's metrics decide a skip (--on-nan skip) or processes vote.
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)
+        self.check_every_step = device.type == "cpu" or options.on_nan == "skip" or group.enabled
         if options.compile:
             compile_networks(model)
 
@@ -360,14 +366,23 @@ class TrainingLoop:
             # Every metric is checked: a GAN reports d_loss and g_loss, not "loss".
             values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]) if metrics \
                 else torch.zeros(1)
-            # Decided together, so every process stops at the same step.
-            signalled, diverged = self.group.any(bool(self.signals), not torch.isfinite(values).all().item())
+            finite = torch.isfinite(values).all()
+            self.first_bad = torch.where(finite | (self.first_bad > 0), self.first_bad, self.state.step + 1)
+            last = position == self.steps_per_epoch or self.state.step + 1 == self.options.max_steps
+            if self.check_every_step or last or self.signals or (self.state.step + 1) % CHECK_EVERY == 0:
+                # Decided together, so every process stops at the same step.
+                signalled, diverged = self.group.any(bool(self.signals), bool(self.first_bad > 0))
+            else:  # on an accelerator, reading the flag every step would stall its queue
+                signalled = diverged = False
             if diverged and not self.trainer.skip_nonfinite:
+                first = int(self.first_bad)
                 bad = ", ".join(f"{k}={v.item()}" for k, v in metrics.items() if not torch.isfinite(v).all())
-                raise StopTraining(f"training diverged: {bad} at step {self.state.step + 1} "
+                raise StopTraining(f"training diverged: {bad or 'a metric was NaN or infinite'} at step {first} "
                                    f"(epoch {self.state.epoch + 1}); the last checkpoint is kept. Lower --lr, "
                                    "check the data, or pass --on-nan skip.")
-            if not diverged:  # a skipped update contributes no metrics
+            if diverged:  # skipped (--on-nan skip), and it contributes no metrics
+                self.first_bad.zero_()
+            else:
                 progress.add(metrics, len(index))
             self.state.step += 1
             for cb in self.callbacks:

@@ -163,6 +163,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(toy, tmp_path):
     assert not (tmp_path / RunDir.WEIGHTS).exists()
 
 
+def test_a_deferred_non_finite_check_names_the_first_bad_step(toy, tmp_path):
+    """On an accelerator the flag is read every CHECK_EVERY steps, not every step (a sync each)."""
+
+    class AsOnAGPU(Callback):
+        def on_fit_start(self, loop):
+            loop.check_every_step = False
+
+    with pytest.raises(GentoolError, match="training diverged: .* at step 1 "):
+        gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=1, batch_size=4, overrides=["objective.scale=inf"],
+               callbacks=[AsOnAGPU()])
+    assert not (tmp_path / RunDir.WEIGHTS).exists()
+
+
 def test_max_steps_stops_early(toy, tmp_path):
     run = gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=5, max_steps=3)
     assert run.metrics == [{**run.metrics[0], "epoch": 1, "step": 3, "partial": True}]  # an epoch not finished

@@ -29,6 +29,7 @@ from gentoolkit import (
     Sampler,
     VariationalModel,
     eval_mode,
+    has_capability,
     phase,
     posterior_chunks,
     to_unit,
@@ -56,7 +57,7 @@ def prepared_batches(model: Model, images: Tensor, batch_size: int, generator: t
 
 def in_bits(model: Model, key: str, log_likelihood: float) -> dict[str, float]:
     """``{key: bits per dimension}`` where the model can state it, else nothing."""
-    bits = model.bits_per_dim(log_likelihood) if isinstance(model, BitsPerDim) else None
+    bits = model.bits_per_dim(log_likelihood) if has_capability(model, BitsPerDim) else None
     return {} if bits is None else {key: bits}
 
 

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
-from gentoolkit import DiscriminatorScored, GentoolError, ImageSpec, eval_mode, to_unit
+from gentoolkit import DiscriminatorScored, GentoolError, ImageSpec, eval_mode, has_capability, to_unit
 from gentoolkit.api import load_run
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -62,7 +62,7 @@ def wgan_critic(run_dir: Path, images: tuple[Path, ...], batch_size: int, device
     RUN is a wgan-gp run, or any run whose model has a critic (DiscriminatorScored).
     """
     model = load_run(run_dir, device=device).model
-    if not isinstance(model, DiscriminatorScored):
+    if not has_capability(model, DiscriminatorScored):
         raise GentoolError(f"{run_dir} is a run of '{model.name}', which has no critic; "
                            "wgan-critic needs a wgan-gp run (or another DiscriminatorScored model).")
     files = image_files(images)
