@@ -425,7 +425,7 @@ def test_ddpm_through_the_command_line(gentool, tmp_path):
     assert (tmp_path / "ddim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert load_file(tmp_path / "ddpm.safetensors")["images"].shape == (4, 1, 8, 8)
     evaluated = gentool("evaluate", "--run", run, "--metric", "nll", "--limit", "8", "--k", "4", "--json")
-    result = json.loads(evaluated.output)
+    result = json.loads(evaluated.stdout)
     assert result["nll_kind"] == "bound" and result["nll_k"] == 4
     assert result["nll_bits_per_dim"] == pytest.approx(result["nll"] / (64 * math.log(2)))
 
