@@ -256,14 +256,18 @@ def test_the_bound_estimated_from_k_steps_is_unbiased():
     assert abs(estimate.mean() - full.mean()) < 4 * error, (estimate.mean(), full.mean(), error)
 
 
-def test_log_prob_in_chunks_and_bits_per_dim():
+def test_the_bound_does_not_depend_on_how_many_terms_share_a_network_call():
     model = perturb(tiny_ddpm(), scale=0.1).eval()
-    x = model.prepare(random_pixels(5, TINY))
+    x = model.prepare(random_pixels(3, TINY))
     with torch.no_grad():
-        whole = model.log_prob(x, k=3, generator=torch.Generator().manual_seed(0), max_floats=1 << 20)
-        one_by_one = model.log_prob(x, k=None, generator=torch.Generator().manual_seed(0), max_floats=8 * 16)
-    assert whole.shape == one_by_one.shape == (5,) and whole.dtype == torch.float64
-    assert torch.isfinite(whole).all() and torch.isfinite(one_by_one).all()
+        def bound(k: int | None, batch: int | None) -> Tensor:
+            predict = model.predict_noise
+            return model.diffusion.log_likelihood_bound(predict, x, k, torch.Generator().manual_seed(0), batch)
+
+        for k in (None, 4):
+            torch.testing.assert_close(bound(k, 3 * 4), bound(k, None))  # four terms a call, or one
+        log_p = model.log_prob(x, k=3, generator=torch.Generator().manual_seed(0), max_floats=8 * 16)  # 1 image
+    assert log_p.shape == (3,) and log_p.dtype == torch.float64 and torch.isfinite(log_p).all()
     assert model.bits_per_dim(-16 * math.log(2)) == pytest.approx(1.0)  # -log2 P / D, no offset
 
 

@@ -156,12 +156,12 @@ class DDPM(Model):
     def log_prob(self, x: Tensor, *, k: int | None, generator: torch.Generator, max_floats: int) -> Tensor:
         """The variational lower bound on log P(x) of the 8-bit pixels, float64, per image (see
         GaussianDiffusion.log_likelihood_bound; k KL terms, all when k is None or at least T - 1).
-        Conditional models are scored unconditionally (the "no label" class). Images go through
-        in chunks whose first-level activations (base_channels x H x W each) stay within
-        ``max_floats``."""
-        chunk = max(1, max_floats // (self.config.base_channels * self.spec.height * self.spec.width))
-        return torch.cat([self.diffusion.log_likelihood_bound(self.predict_noise, part, k, generator)
-                          for part in x.split(chunk)])
+        Conditional models are scored unconditionally (the "no label" class). Each network call
+        takes as many images (or terms of the same images) as keep its first-level activations,
+        base_channels x H x W each, within ``max_floats``."""
+        batch = max(1, max_floats // (self.config.base_channels * self.spec.height * self.spec.width))
+        return torch.cat([self.diffusion.log_likelihood_bound(self.predict_noise, part, k, generator, batch)
+                          for part in x.split(batch)])
 
     def bits_per_dim(self, log_likelihood: float) -> float:
         """The bound is a probability of the 8-bit pixels themselves: -log2 P / D."""
