@@ -58,7 +58,7 @@ class DDPMConfig:
     label_dropout: float = 0.1  # share of training labels replaced by "no label", for classifier-free guidance
 
     def __post_init__(self) -> None:
-        for key in ("timesteps", "base_channels", "res_blocks"):
+        for key in ("base_channels", "res_blocks"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
         if self.timesteps < 2:
@@ -145,8 +145,8 @@ class DDPM(Model):
         n / 9 steps early on, so short runs sample from well-trained weights too."""
         if self.ema is None:
             return
-        n = self.ema_updates.double()
-        decay = torch.clamp((1 + n) / (10 + n), max=self.config.ema).float()
+        n = self.ema_updates.float()
+        decay = torch.clamp((1 + n) / (10 + n), max=self.config.ema)
         for average, weight in zip(self.ema.parameters(), self.net.parameters(), strict=True):
             average.lerp_(weight, 1 - decay)
         self.ema_updates += 1
