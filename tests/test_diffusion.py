@@ -13,7 +13,6 @@ import test_cli
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from test_cli import one_line_error
 from torch import Tensor, nn
 
 import gentoolkit.api as gt
@@ -440,11 +439,12 @@ def test_ddpm_through_the_command_line(gentool, tmp_path):
     assert result["nll_kind"] == "bound" and result["nll_k"] == 4
     assert result["nll_bits_per_dim"] == pytest.approx(result["nll"] / (64 * math.log(2)))
 
-    one_line_error(gentool("sample", "ddpm", "--steps", "50", ok=False), "--steps 50: the model has only 10 diffusion")
-    one_line_error(gentool("sample", "ddpm", "--guidance", "2", ok=False), "--guidance needs a class-conditional model")
+    for args, message in [(["--steps", "50"], "--steps 50: the model has only 10 diffusion steps"),
+                          (["--guidance", "2"], "--guidance needs a class-conditional model")]:
+        test_cli.one_line_error(gentool("sample", "ddpm", *args, ok=False), message)
 
 
-def test_a_conditional_ddpm_draws_the_class_asked_for(gentool, tmp_path):
+def test_a_conditional_ddpm_samples_by_label_and_needs_labelled_data(gentool, tmp_path):
     gentool("fit", "ddpm", *TINY_FIT, "--set", "conditional=true", "--max-steps", "2", "--run-dir", "r")
     run = gt.load_run(tmp_path / "r")
     assert run.model.num_classes == 4
@@ -458,7 +458,7 @@ def test_a_conditional_ddpm_draws_the_class_asked_for(gentool, tmp_path):
         Image.new("L", (8, 8), 60 * i).save(folder / f"{i}.png")
     unlabelled = gentool("fit", "ddpm", *TINY_MODEL, "--dataset", "image-folder", "--data-dir", folder,
                          "--set", "data.mode=grey", "--set", "conditional=true", ok=False)
-    one_line_error(unlabelled, "conditional=true needs a data set with class labels")
+    test_cli.one_line_error(unlabelled, "conditional=true needs a data set with class labels")
 
 
 def test_ddpm_is_found_by_a_fresh_process(gentool, tmp_path):
