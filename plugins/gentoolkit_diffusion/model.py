@@ -145,10 +145,10 @@ class DDPM(Model):
         n / 9 steps early on, so short runs sample from well-trained weights too."""
         if self.ema is None:
             return
-        n = self.ema_updates.float()
-        decay = torch.clamp((1 + n) / (10 + n), max=self.config.ema)
-        for average, weight in zip(self.ema.parameters(), self.net.parameters(), strict=True):
-            average.lerp_(weight, 1 - decay)
+        n = int(self.ema_updates)  # a sync, as the training loop makes one every step anyway
+        decay = min(self.config.ema, (1 + n) / (10 + n))
+        # one fused update of all tensors, as torch.optim.swa_utils does for its EMA
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
         self.ema_updates += 1
 
     # ------------------------------------------------------------- likelihood
