@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 import torchvision
 from PIL import Image
+from shared import StepClock
 from torch import nn
 
 import gentoolkit
 import gentoolkit.api as gt
-from gentoolkit import Callback
 
 
 def make_folder(folder: Path, count: int, size: int = 128) -> None:
@@ -98,22 +98,13 @@ def article_images_per_second(folder: Path, steps: int, batch: int, workers: int
     return (steps - 1) * batch / (time.perf_counter() - start)
 
 
-class StepClock(Callback):
-    """Times steps 2..N, as the article's loop is timed (the first step pays for warm-up)."""
-
-    def on_step(self, loop, metrics) -> None:
-        if loop.state.step == 1:
-            self.start = time.perf_counter()
-        self.end, self.steps = time.perf_counter(), loop.state.step - 1
-
-
 def gentool_images_per_second(folder: Path, steps: int, batch: int) -> float:
-    clock = StepClock()
+    clock = StepClock(warmup=1)  # steps 2..N, as the article's loop is timed
     with tempfile.TemporaryDirectory() as runs:
         gt.fit("dcgan", "anime", data_dir=folder, download=False, batch_size=batch, lr=2e-4, max_steps=steps,
                epochs=10_000, device="cpu", runs_dir=runs, overrides=["trainer.d_every=1", "trainer.g_every=5"],
                callbacks=[clock])
-    return clock.steps * batch / (clock.end - clock.start)
+    return clock.images_per_second
 
 
 def main() -> None:

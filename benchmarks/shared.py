@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import gentoolkit
+from gentoolkit import Callback
 from gentoolkit.api import resolve_device
 from gentoolkit.rundir import RunDir
 
-# The convolutional VAE network and optimiser settings: `gentool fit` flags.
-CONV_OPTIONS = ["--lr", "1e-3", "--lr-schedule", "cosine", "--set", "arch=conv", "--set", "latent_dim=32",
-                "--set", "channels=32,64"]
-# The convolutional VAE recipe both VAE quality scripts train.
+# The convolutional VAE the VAE scripts train: its model settings (`--set` values), its network and
+# optimiser settings as `gentool fit` flags, and its whole recipe.
+CONV_VAE = ["arch=conv", "latent_dim=32", "channels=32,64"]
+CONV_OPTIONS = ["--lr", "1e-3", "--lr-schedule", "cosine", *(arg for setting in CONV_VAE for arg in ("--set", setting))]
 CONV_RECIPE = ["--epochs", "20", *CONV_OPTIONS]
 
 
@@ -51,3 +54,53 @@ def machine(device: str) -> str:
     where = f"{resolved} ({torch.cuda.get_device_name(resolved)})" if resolved.type == "cuda" else str(resolved)
     return (f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
             f"gentoolkit {gentoolkit.__version__}, device {where}")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device``, so a host clock read after it counts that work."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
+class StepClock(Callback):
+    """Times a training run's steady state: every step after the first ``warmup`` ones, which pay
+    for compilation, allocation and caches.
+
+    The device is synchronised at each timed step's end. A step after an epoch's end is not
+    timed, since the held-out evaluation and checkpoint before it are not training. Once
+    ``steps`` steps or ``budget`` seconds are timed, the run stops after that step (the loop
+    reads its ``max_steps`` at every step).
+    """
+
+    def __init__(self, warmup: int = 1, steps: int | None = None, budget: float = math.inf):
+        super().__init__()
+        self.warmup, self.max_steps, self.budget = max(warmup, 1), steps, budget
+        self.steps, self.seconds, self.images = 0, 0.0, 0  # timed so far
+        self.warmup_seconds = 0.0  # from the run's start to the end of the warm-up steps
+        self.mark: float | None = None  # end of the last step, while the clock runs
+        self.seen = 0  # images the epoch had trained at that mark
+
+    def on_fit_start(self, loop) -> None:
+        self.started = time.perf_counter()
+
+    def on_step(self, loop, metrics: dict[str, torch.Tensor]) -> None:
+        if loop.state.step < self.warmup:
+            return
+        synchronize(loop.model.device)
+        now, seen = time.perf_counter(), loop.state.partial.images  # an epoch's last batch may be smaller
+        if loop.state.step == self.warmup:
+            self.warmup_seconds = now - self.started
+        elif self.mark is not None:
+            self.steps += 1
+            self.seconds += now - self.mark
+            self.images += seen - self.seen
+        self.mark, self.seen = now, seen
+        if self.steps == self.max_steps or self.seconds >= self.budget:
+            loop.options.max_steps = loop.state.step
+
+    def on_epoch_end(self, loop, row: dict[str, Any]) -> None:
+        self.mark = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds

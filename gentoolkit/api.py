@@ -9,23 +9,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
-from gentoolkit import __version__, checkpoint
+from gentoolkit import __version__, checkpoint, phases
 from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGrids
 from gentoolkit.config import apply_overrides, split_assignment
 from gentoolkit.distributed import Group, process_group
 from gentoolkit.errors import GentoolError
 from gentoolkit.interfaces import DataOptions, ImageData, Model, Sampler, Samples
 from gentoolkit.registry import Toolkit, get_toolkit, require_fit
+from gentoolkit.resources import check_memory
 from gentoolkit.runconfig import ComponentConfig, DataSource, RunConfig
 from gentoolkit.rundir import RunDir
 from gentoolkit.training import (
@@ -103,6 +107,11 @@ class Run:
         self.dir.load_weights(model, self.weights)
         return model.to(self.device).eval()
 
+    @cached_property
+    def data(self) -> ImageData:
+        """The run's data set, loaded on first use (evaluation, samplers that start from real images)."""
+        return load_data(self.toolkit, self.data_source())
+
     @property
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl, one per epoch."""
@@ -111,13 +120,14 @@ class Run:
     def evaluate(self, metrics: Sequence[str], *, k: int | None = None, split: str = "test",
                  batch_size: int = 500, seed: int = 0, overrides: Sequence[str] = (),
                  limit: int | None = None, sampler: str | None = None,
-                 sampler_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 sampler_options: Mapping[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
         """Compute the named metrics on a split of the run's data set.
 
         ``overrides`` are ``"metric.key=value"`` strings setting a metric's options;
         ``limit`` evaluates only the first that many images of the split. Metrics that
         compare generated images draw them with ``sampler`` (the model's default if None)
-        and its ``sampler_options``, as :meth:`sample` does.
+        and its ``sampler_options``, as :meth:`sample` does. ``progress`` shows each phase
+        (loading the data, each metric and the phases it reports) on stderr.
         """
         classes = [self.toolkit.metrics.get(name) for name in metrics]  # unknown names fail first
         sets: dict[str, list[tuple[str, str]]] = {cls.name: [] for cls in classes}
@@ -136,7 +146,21 @@ class Run:
             raise GentoolError(f"--k must be a positive integer, got {k}.")
         if batch_size <= 0:
             raise GentoolError(f"--batch-size must be a positive integer, got {batch_size}.")
-        data = load_data(self.toolkit, self.config.dataset)
+        results: dict[str, Any] = {}
+        with phases.reporting(Console(stderr=True)) if progress else contextlib.nullcontext():
+            data, images = self._split(split, limit)
+            for cls, config in zip(classes, configs, strict=True):
+                torch.manual_seed(seed)
+                generator = torch.Generator(device=self.device).manual_seed(seed)
+                with phases.phase(cls.name):
+                    results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
+                                                       generator=generator, data=data, sampler=drawer))
+        return results
+
+    def _split(self, split: str, limit: int | None) -> tuple[ImageData, torch.Tensor]:
+        """The run's data set and the first ``limit`` images of one split of it, on the run's device."""
+        with phases.phase(f"loading data set '{self.config.dataset.name}'"):
+            data = self.data
         images = {"train": data.train, "test": data.test}.get(split)
         if split not in ("train", "test"):
             raise GentoolError(f"--split {split}: use train or test.")
@@ -149,57 +173,80 @@ class Run:
             if limit <= 0:
                 raise GentoolError(f"--limit must be a positive integer, got {limit}.")
             images = images[:limit]
-        images = images.to(self.device)
-        results: dict[str, Any] = {}
-        for cls, config in zip(classes, configs, strict=True):
-            torch.manual_seed(seed)
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-            results.update(cls(config).compute(self.model, images, k=k, batch_size=batch_size,
-                                               generator=generator, data=data, sampler=drawer))
-        return results
+        return data, images.to(self.device)
+
+    def data_source(self) -> DataSource:
+        """The run's data set, read as its config.json says; a run directory is data, not instructions,
+        so data is downloaded only into this user's own data root, and a folder named by the config
+        (someone else's, perhaps) is read, never written, and shown."""
+        source = self.config.dataset
+        own_root = data_root()
+        folder = source.data_dir or source.root
+        if folder != own_root:
+            warnings.warn(f"reading data set '{source.name}' from {folder}, as {self.path / RunDir.CONFIG} says; "
+                          "nothing is written there.", stacklevel=2)
+        return dataclasses.replace(source, download=source.download and source.root == own_root)
 
     def sampler(self, name: str | None = None, options: Mapping[str, Any] | None = None) -> Sampler:
-        """The named sampler (the model's default if None) with ``options``, checked against the model."""
-        sampler_cls = self.toolkit.samplers.get(name or self.model.default_sampler)
-        assignments = [(k, str(v)) for k, v in (options or {}).items()]
-        config = apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'")
-        require_fit("sampler", sampler_cls, self.model)
-        return sampler_cls(config)
+        """The named sampler (the model's default if None) with ``options``, checked against the model;
+        a sampler that starts from real images gets the run's data set."""
+        drawer = build_sampler(self.toolkit, self.model, name or self.model.default_sampler, options or {})
+        if drawer.needs_data:
+            drawer.data = self.data
+        return drawer
 
     def sample(self, n: int = 64, sampler: str | None = None, seed: int = 0,
                options: Mapping[str, Any] | None = None, label: int | None = None) -> Samples:
         """Draw ``n`` images with the named sampler (the model's default if None); a
         class-conditional model draws class ``label``, or one row per class when it is None."""
+        (samples,) = self.sample_batches(n, sampler=sampler, seed=seed, options=options, label=label)
+        return samples
+
+    def sample_batches(self, n: int, batch_size: int | None = None, sampler: str | None = None, seed: int = 0,
+                       options: Mapping[str, Any] | None = None, label: int | None = None) -> Iterator[Samples]:
+        """Draw ``n`` images as :meth:`sample` does, ``batch_size`` at a time (None: all at once) with one
+        random stream, so writing them never holds more than a batch; a batch holds whole groups of
+        the sampler (an image and its reconstruction, an interpolation path)."""
         if n <= 0:
             raise GentoolError(f"-n must be a positive number of images, got {n}.")
         drawer = self.sampler(sampler, options)
-        labels = class_labels(self.model, n, label)
+        size = n if batch_size is None else max(drawer.group, batch_size - batch_size % drawer.group)
+        check_memory(f"-n {n}" if size == n else f"batches of {size} images", size * self.config.image_spec.pixels * 4,
+                     "ask for fewer images per call")
         torch.manual_seed(seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return drawer.sample(self.model, n, generator, labels) if labels is not None \
-            else drawer.sample(self.model, n, generator)
+        for start in range(0, n, size):
+            count = min(size, n - start)
+            labels = class_labels(self.model, n, label, start, count)
+            yield drawer.sample(self.model, count, generator, labels) if labels is not None \
+                else drawer.sample(self.model, count, generator)
 
 
-def class_labels(model: Model, n: int, label: int | None) -> torch.Tensor | None:
-    """The labels a sampler passes to ``model``: ``label`` n times, or for a conditional model
-    without one, the classes in turn row by row of a grid (None for unconditional models)."""
+def class_labels(model: Model, n: int, label: int | None, start: int = 0, count: int | None = None
+                 ) -> torch.Tensor | None:
+    """The labels a sampler passes to ``model`` for images ``start`` to ``start + count`` (all n by
+    default) of n: ``label``, or for a conditional model without one, the classes in turn row by
+    row of a grid (None for unconditional models)."""
     classes = model.num_classes
     if not classes:
         if label is not None:
             raise GentoolError(f"--label {label}: model '{model.name}' is not class-conditional; "
                                "train it with --set conditional=true on a data set with labels.")
         return None
+    count = n - start if count is None else count
     if label is None:
         per_row = max(1, -(-n // classes))  # a grid with one row per class
-        return (torch.arange(n, device=model.device) // per_row).clamp_(max=classes - 1)
+        return (torch.arange(start, start + count, device=model.device) // per_row).clamp_(max=classes - 1)
     if not 0 <= label < classes:
         raise GentoolError(f"--label {label}: model '{model.name}' knows classes 0 to {classes - 1}.")
-    return torch.full((n,), label, dtype=torch.long, device=model.device)
+    return torch.full((count,), label, dtype=torch.long, device=model.device)
 
 
 def build_model(toolkit: Toolkit, config: RunConfig) -> Model:
     """Build the (untrained) model a run config describes, checking that its state can be saved."""
     entry = toolkit.models.entry(config.model.name)
+    check_memory(f"model '{entry.name}' with these options", _state_bytes(entry.cls, config),
+                 "choose smaller sizes with --set")
     try:
         model = entry.cls(config.model.config, config.image_spec)
     except ValueError as exc:  # the model refuses the data's shape or an option combination
@@ -213,12 +260,29 @@ def build_model(toolkit: Toolkit, config: RunConfig) -> Model:
     return model
 
 
+def _state_bytes(cls: type, config: RunConfig) -> int:
+    """The bytes of a model's weights and buffers, from a build on the meta device (which
+    allocates nothing); 0 when the model cannot be built there."""
+    try:
+        with torch.device("meta"):
+            probe = cls(config.model.config, config.image_spec)
+    except Exception:  # noqa: BLE001 - meta tensors lack some operations; the real build then decides
+        return 0
+    return sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+
+
+def build_sampler(toolkit: Toolkit, model: Model, name: str, options: Mapping[str, Any]) -> Sampler:
+    """The named sampler with ``options`` (parsed like command-line text), checked against ``model``."""
+    sampler_cls = toolkit.samplers.get(name)
+    assignments = [(k, str(v)) for k, v in options.items()]
+    config = apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'")
+    require_fit("sampler", sampler_cls, model)
+    return sampler_cls(config)
+
+
 def grid_sampler(toolkit: Toolkit, model: Model) -> Sampler:
     """The sampler of the per-epoch grids: the model's choice for them, else its default sampler."""
-    sampler_cls = toolkit.samplers.get(model.grid_sampler or model.default_sampler)
-    require_fit("sampler", sampler_cls, model)
-    assignments = [(k, str(v)) for k, v in model.grid_options.items()]
-    return sampler_cls(apply_overrides(sampler_cls.Config(), assignments, owner=f"sampler '{sampler_cls.name}'"))
+    return build_sampler(toolkit, model, model.grid_sampler or model.default_sampler, model.grid_options)
 
 
 def load_data(toolkit: Toolkit, source: DataSource) -> ImageData:
@@ -228,7 +292,7 @@ def load_data(toolkit: Toolkit, source: DataSource) -> ImageData:
                                                     download=source.download, image_size=source.image_size))
 
 
-def load_run(path: str | os.PathLike, device: str = "cpu", best: bool = False) -> Run:
+def load_run(path: str | os.PathLike, device: str = "auto", best: bool = False) -> Run:
     """Open a run directory, checking it is one; ``best`` picks the weights kept by ``keep_best``."""
     weights = RunDir.BEST_WEIGHTS if best else RunDir.WEIGHTS
     run_dir = RunDir(path).check(weights)
@@ -237,7 +301,7 @@ def load_run(path: str | os.PathLike, device: str = "cpu", best: bool = False) -
     return Run(run_dir.path, config, resolve_device(device), toolkit, weights=weights)
 
 
-def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "cpu",
+def latest_run(model: str, runs_dir: str | os.PathLike = RUNS_DIR, device: str = "auto",
                best: bool = False) -> Run:
     """The newest run of ``model`` (a name or alias) under ``runs_dir``."""
     name = get_toolkit().models.entry(model).name
@@ -357,8 +421,9 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
         download: bool = True, image_size: int | None = None, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, max_steps: int | None = None,
         seed: int = 0, device: str = "auto", precision: str = "fp32", lr_schedule: str = "constant",
-        patience: int | None = None, keep_best: bool = False, on_nan: str = "stop", objective: str | None = None,
-        trainer: str | None = None, callback_names: Sequence[str] = (),
+        patience: int | None = None, keep_best: bool = False, on_nan: str = "stop", compile: bool = False,
+        log_every: int = 50, objective: str | None = None, trainer: str | None = None,
+        callback_names: Sequence[str] = (),
         run_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
         overrides: Sequence[str] = (), progress: bool = False,
         callbacks: Sequence[Callback] = ()) -> Run:
@@ -367,42 +432,67 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
     ``overrides`` are ``"key=value"`` strings as for ``--set``: a bare key sets the
     model config, ``trainer.key``, ``objective.key`` and ``data.key`` the others.
     ``callback_names`` switch on registered callbacks (``--callback``); ``callbacks``
-    adds callback objects for this call only.
+    adds callback objects for this call only. ``compile`` compiles the model's networks with
+    torch.compile (docs/training.md). ``log_every`` is how many steps apart loggers (tensorboard,
+    csv, wandb) get the step metrics.
     """
     toolkit = get_toolkit()
     plan = _plan(toolkit, model, dataset, data_dir=data_dir, download=download, image_size=image_size,
                  epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                  device=device, objective=objective, trainer=trainer, overrides=overrides,
                  goals={"precision": precision, "lr_schedule": lr_schedule, "patience": patience,
-                        "keep_best": keep_best, "on_nan": on_nan}, callbacks=callback_names)
+                        "keep_best": keep_best, "on_nan": on_nan, "compile": compile, "log_every": log_every},
+                 callbacks=callback_names)
     target = RunDir(run_dir) if run_dir else RunDir.new(runs_dir, plan.model.name)
-    if target.holds_run():
-        raise GentoolError(f"{target} already holds a run; continue it with --resume {target}, "
-                           "or choose another --run-dir.")
-    return _start(toolkit, target, plan.device, plan=plan, progress=progress, callbacks=callbacks)
+    if target.path.exists() and not target.path.is_dir():
+        raise GentoolError(f"--run-dir {target}: that is a file, not a folder; choose another --run-dir.")
+    with _writer_lock(target):  # before the data loads: a second process is refused at once
+        if target.holds_run():
+            if target.has_checkpoint():
+                raise GentoolError(f"{target} already holds a run; continue it with --resume {target}, "
+                                   "or choose another --run-dir.")
+            target.clear_unfinished()  # it stopped before its first checkpoint: start it again
+        return _start(toolkit, target, plan.device, plan=plan, progress=progress, callbacks=callbacks)
+
+
+def _writer_lock(run_dir: RunDir):
+    """The run's lock, held by the one process that writes it (rank 0 under torchrun)."""
+    return run_dir.lock() if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
 
 
 def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, max_steps: int | None = None,
-           device: str | None = None, progress: bool = False, callbacks: Sequence[Callback] = ()) -> Run:
-    """Continue a run where its last checkpoint stopped; ``epochs`` is the new total."""
-    target = RunDir(run_dir).check()
+           device: str | None = None, precision: str | None = None, callback_names: Sequence[str] = (),
+           progress: bool = False, callbacks: Sequence[Callback] = ()) -> Run:
+    """Continue a run where its last checkpoint stopped, bit for bit.
+
+    What may change on a resume: ``epochs`` (the new total), ``max_steps`` (the new total),
+    ``device``, ``precision`` and extra ``callback_names``; everything else is the run's own.
+    """
+    target = RunDir(run_dir)
+    if target.path.is_dir() and target.holds_run() and not target.has_checkpoint():
+        raise GentoolError(f"{target} has no checkpoint to resume: the run stopped before its first one. "
+                           f"Start it again with gentool fit ... --run-dir {target}.")
+    target.check()
     toolkit = get_toolkit()
-    config = RunConfig.from_json(target.read_config(), toolkit, target.path / RunDir.CONFIG)
-    state = target.load_state()
-    changes: dict[str, Any] = {}
-    if epochs is not None:
-        changes["epochs"] = epochs
-    if max_steps is not None:
-        changes["max_steps"] = max_steps
-    config.training = dataclasses.replace(config.training, **changes)
-    if device is not None:
-        config.device = str(resolve_device(device))
-    options = config.training
-    history = target.trim_metrics(state["epoch"])
-    partial = EpochProgress(**state["partial"]) if state.get("partial") else None
-    loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)
-    if loop_state.epoch >= options.epochs or (options.max_steps and loop_state.step >= options.max_steps):
-        raise GentoolError(f"{target} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
-                           "pass a larger total with --epochs (or --max-steps).")
-    return _start(toolkit, target, resolve_device(config.device), config=config, progress=progress,
-                  callbacks=callbacks, state=loop_state, resume_state=state)
+    with _writer_lock(target):
+        config = RunConfig.from_json(target.read_config(), toolkit, target.path / RunDir.CONFIG)
+        state = target.load_state()
+        changes: dict[str, Any] = {"epochs": epochs, "max_steps": max_steps, "precision": precision}
+        config.training = dataclasses.replace(config.training, **{k: v for k, v in changes.items() if v is not None})
+        if device is not None:
+            config.device = str(resolve_device(device))
+        config.callbacks = [*config.callbacks, *(toolkit.callbacks.entry(name).name for name in callback_names
+                                                 if toolkit.callbacks.entry(name).name not in config.callbacks)]
+        options = config.training
+        history = target.trim_metrics(state["epoch"])
+        try:
+            partial = EpochProgress(**state["partial"]) if state.get("partial") else None
+        except TypeError:
+            raise GentoolError(f"{target.path / RunDir.STATE} is a damaged training state (its epoch progress "
+                               "has the wrong fields); resume from a backup, or train again.") from None
+        loop_state = LoopState(epoch=state["epoch"], step=state["step"], history=history, partial=partial)
+        if loop_state.epoch >= options.epochs or (options.max_steps and loop_state.step >= options.max_steps):
+            raise GentoolError(f"{target} has already trained {loop_state.epoch} epochs ({loop_state.step} steps); "
+                               "pass a larger total with --epochs (or --max-steps).")
+        return _start(toolkit, target, resolve_device(config.device), config=config, progress=progress,
+                      callbacks=callbacks, state=loop_state, resume_state=state)

@@ -1,8 +1,11 @@
-"""The loop's standard callbacks: progress bar, metrics file, sample grids, checkpoints."""
+"""The loop's standard callbacks: progress bar, metrics file, sample grids, checkpoints; the base
+of the loggers that mirror training's numbers elsewhere, and the ``csv`` logger."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import time
 from typing import Any
 
@@ -17,6 +20,7 @@ from rich.progress import (
 )
 from torch import Tensor
 
+from gentoolkit.checkpoint import atomic_write
 from gentoolkit.images import save_grid
 from gentoolkit.training import Callback, TrainingLoop
 
@@ -61,7 +65,8 @@ class ProgressBar(Callback):
         self.progress.update(self.task, completed=loop.state.step, description=self._description(loop))
         shown = {k: v for k, v in row.items() if k.startswith(("train_", "test_")) and isinstance(v, float)}
         text = "  ".join(f"{k} {v:.4g}" for k, v in shown.items())
-        self.progress.console.print(f"epoch {row['epoch']}: {text}  ({row['seconds']:.1f}s)")
+        stopped = " (stopped in the epoch; --resume finishes it)" if row.get("partial") else ""
+        self.progress.console.print(f"epoch {row['epoch']}{stopped}: {text}  ({row['seconds']:.1f}s)")
 
     def on_fit_end(self, loop: TrainingLoop, error: BaseException | None) -> None:
         if self.progress is not None:
@@ -103,3 +108,79 @@ class Checkpoints(Callback):
             "model": loop.model.state_dict(), "trainer": loop.trainer.state_dict(), "rng": loop.rng_state(),
             "epoch": loop.state.epoch, "step": loop.state.step,
             "partial": dataclasses.asdict(partial) if partial is not None else None})
+
+
+class MetricLogger(Callback):
+    """A callback that mirrors training's numbers somewhere else (TensorBoard, a CSV file, W&B):
+    the step's metrics every ``--log-every`` steps, and every epoch's row as metrics.jsonl
+    gets it. metrics.jsonl stays the run's record; a logger is a view of it, step by step.
+
+    Subclasses implement :meth:`log_step` and :meth:`log_epoch`.
+    """
+
+    def on_step(self, loop: TrainingLoop, metrics: dict[str, Tensor]) -> None:
+        step = loop.state.step
+        if step % loop.options.log_every == 0:
+            values = {key: value.item() for key, value in metrics.items()}
+            optimizers = loop.trainer.optimizers()
+            if optimizers:  # what a --lr-schedule makes of the learning rate
+                values["lr"] = optimizers[0].param_groups[0]["lr"]
+            self.log_step(step, loop.state.epoch + 1, values)
+
+    def on_epoch_end(self, loop: TrainingLoop, row: dict[str, Any]) -> None:
+        self.log_epoch(row)
+
+    def log_step(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        """The numbers of one training step (a batch's losses, the learning rate) in ``epoch`` (1 for
+        the first)."""
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        """An epoch's row of metrics.jsonl: ``epoch``, ``step``, ``train_*`` means, ``test_*``, ``seconds``, ..."""
+
+    @staticmethod
+    def numbers(row: dict[str, Any]) -> dict[str, float]:
+        """The numbers of an epoch's row to plot against its ``step``: all but the step and flags."""
+        return {key: value for key, value in row.items()
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+class CSVLog(MetricLogger):
+    """Write the step metrics (every --log-every steps) and each epoch's row to metrics.csv."""
+
+    name = "csv"
+    FILE = "metrics.csv"
+
+    def on_fit_start(self, loop: TrainingLoop) -> None:
+        """Keep the rows of the steps the checkpoint holds: a resumed run writes the others again."""
+        self.path = self.run_dir.output(self.FILE)
+        self.columns: list[str] = ["step", "epoch"]
+        if self.path.exists():
+            text = self.path.read_text()
+            complete = text[:text.rfind("\n") + 1]  # a line a kill cut short is dropped
+            rows = [row for row in csv.DictReader(io.StringIO(complete))
+                    if int(row["step"]) <= loop.state.step and row.get("partial") != "True"]
+            self._rewrite(rows)
+
+    def log_step(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        self._write({"step": step, "epoch": epoch, **values})
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        self._write(row)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        """Append a row; the first, and one with new columns, rewrite the file with the (widened) header."""
+        if self.path.exists() and set(row) <= set(self.columns):
+            with self.path.open("a", newline="") as handle:
+                csv.DictWriter(handle, self.columns).writerow(row)
+            return
+        rows = list(csv.DictReader(io.StringIO(self.path.read_text()))) if self.path.exists() else []
+        self._rewrite([*rows, row])
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.columns += [key for key in row if key not in self.columns]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self.columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text.getvalue()))

@@ -20,16 +20,25 @@ from safetensors.torch import save_file
 
 from gentoolkit.errors import GentoolError
 
+TMP_MARK = ".tmp-"  # in the names of temporary files: .<name>.tmp-<pid>
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then move ``tmp`` over ``path`` once it is safely on disk."""
+    """Call ``write(tmp)`` then move ``tmp`` over ``path`` once it is safely on disk.
+
+    A failed write (a full disk, a read-only folder) leaves the old file as it was and is one
+    GentoolError saying so."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+        raise GentoolError(f"could not write {path}: {exc.strerror or exc}; {kept}. Free disk space or "
+                           "choose a writable folder.") from None
     finally:
         tmp.unlink(missing_ok=True)
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
@@ -45,8 +54,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise GentoolError(f"{path} is not a regular file; a run's files are plain files.")
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise GentoolError(f"{path} is missing.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -54,14 +66,26 @@ def read_json(path: Path) -> Any:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl file, one per epoch; a half-written last line
-    (a run killed while appending it) ends the list."""
+    """The rows of a metrics.jsonl file, one JSON object per line. A line that is not one is an
+    error naming the file and line: nothing reads past it, and nothing drops it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    if not path.is_file():
+        raise GentoolError(f"{path} is not a regular file; a run's metrics are a plain file.")
     rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GentoolError(f"{path}, line {number}: not valid JSON ({exc.msg}); repair or delete that line "
+                               "(keep a copy) and try again.") from None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise GentoolError(f"{path}, line {number}: not a metrics row (a JSON object with an 'epoch'); "
+                               "repair or delete that line (keep a copy) and try again.")
+        rows.append(row)
     return rows
 
 
@@ -123,23 +147,44 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    write_tensors(path, model.state_dict())
+def save_weights(model: torch.nn.Module, path: Path, generation: int | None = None) -> None:
+    """Write a model's weights; ``generation`` (the training step) ties them to a resume state."""
+    metadata = None if generation is None else {"generation": str(generation)}
+    write_tensors(path, model.state_dict(), metadata)
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
+def save_state(path: Path, state: dict[str, Any], generation: int | None = None) -> None:
     """Write nested state (tensors, numbers, strings) as one safetensors file."""
     skeleton, tensors = flatten_state(state)
-    write_tensors(path, tensors, metadata={"state": json.dumps(skeleton)})
+    metadata = {"state": json.dumps(skeleton)}
+    if generation is not None:
+        metadata["generation"] = str(generation)
+    write_tensors(path, tensors, metadata)
 
 
 def load_state(path: Path) -> dict[str, Any]:
     """Read what :func:`save_state` wrote."""
     tensors, metadata = read_tensors_and_metadata(path)
     try:
-        return unflatten_state(json.loads(metadata["state"]), tensors)
-    except (KeyError, json.JSONDecodeError):
-        raise GentoolError(f"{path} holds no gentoolkit training state.") from None
+        state = unflatten_state(json.loads(metadata["state"]), tensors)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise GentoolError(f"{path} holds no gentoolkit training state, or a damaged one.") from None
+    expected = {"model": dict, "trainer": dict, "rng": dict, "epoch": int, "step": int}
+    wrong = [key for key, kind in expected.items() if not isinstance(state.get(key), kind)]
+    if not isinstance(state, dict) or wrong:
+        raise GentoolError(f"{path} is a damaged training state ({', '.join(wrong) or 'not an object'} "
+                           "missing or of the wrong type); resume from a backup, or train again.")
+    return state
+
+
+def generation(path: Path) -> int | None:
+    """The generation (training step) recorded in a safetensors file's metadata, None if none is."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            value = (f.metadata() or {}).get("generation")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GentoolError(f"{path} is not a readable safetensors file ({exc}); it is truncated or damaged.") from None
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

@@ -98,6 +98,16 @@ def parse_value(hint: Any, text: str, key: str) -> Any:
     return text
 
 
+def format_value(value: Any) -> str:
+    """``value`` as a user types it after ``--set`` (what :func:`parse_value` reads back):
+    ``32,64`` for a tuple, ``true``, ``none``."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(format_value, value))
+    if value is None or isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def split_assignment(assignment: str) -> tuple[str, str]:
     """Split ``key=value``; raise a clear error when there is no ``=``."""
     key, sep, value = assignment.partition("=")

@@ -7,11 +7,17 @@ its message on one line and exits non-zero. Every other exception is a bug.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
 class GentoolError(Exception):
     """A problem with the user's input, data or environment, with a fix in its message."""
+
+
+def debugging() -> bool:
+    """Whether ``GENTOOL_DEBUG`` (or ``gentool --debug``) asks for full tracebacks."""
+    return os.environ.get("GENTOOL_DEBUG", "") not in ("", "0")
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

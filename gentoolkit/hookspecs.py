@@ -10,6 +10,7 @@ Each hook receives a ``register`` callback and calls it once per component::
 
 A component is a class with a ``name`` class attribute (see
 :mod:`gentoolkit.interfaces`); ``aliases`` are extra names that resolve to it.
+:func:`register_commands` is the exception: it adds ``gentool`` subcommands.
 """
 
 from __future__ import annotations
@@ -54,3 +55,9 @@ def register_metrics(register):
 def register_callbacks(register):
     """Register training :class:`~gentoolkit.Callback` subclasses that users switch on with
     ``gentool fit --callback NAME``: ``register(cls, aliases=())``."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add ``gentool`` subcommands: ``cli`` is a Click group, so ``@cli.command()`` and
+    ``cli.add_command(command)`` work as on any group."""

@@ -175,6 +175,19 @@ class LatentModel(Protocol):
 
 
 @runtime_checkable
+class LatentEncoder(Protocol):
+    """A :class:`LatentModel` that maps images to the latent codes ``generate`` maps back: the mean
+    of q(z|x) for a VAE, the exact code for a flow. Reconstructions and interpolations between
+    real images need it (the ``reconstruct`` and ``interpolate`` samplers).
+
+    A conditional model (``num_classes > 0``) takes ``encode_latent(x, labels)``.
+    """
+
+    def encode_latent(self, x: Tensor) -> Tensor:
+        """The latent codes of prepared images ``x`` (what ``prepare`` returns), one per image."""
+
+
+@runtime_checkable
 class StandardNormalPrior(Protocol):
     """A :class:`LatentModel` whose ``sample_latent`` draws standard normal codes, N(0, I).
 
@@ -237,14 +250,23 @@ class BitsPerDim(Protocol):
         as Bernoulli probabilities, a density of data that was not dequantised)."""
 
 
-CAPABILITIES: tuple[type, ...] = (LatentModel, StandardNormalPrior, Likelihood, VariationalModel,
+CAPABILITIES: tuple[type, ...] = (LatentModel, LatentEncoder, StandardNormalPrior, Likelihood, VariationalModel,
                                   DiscriminatorScored, BitsPerDim)
+
+
+def has_capability(model: Any, capability: type) -> bool:
+    """Whether ``model`` (an instance or a class) has every member of a capability protocol.
+
+    Use this rather than ``isinstance``: since Python 3.12, ``isinstance`` with a protocol
+    looks attributes up statically and misses what ``nn.Module`` keeps in its own dicts
+    (submodules, parameters, buffers), so a model with a ``netg`` submodule would not count.
+    """
+    return all(hasattr(model, name) for name in _protocol_members(capability))
 
 
 def capabilities(model: Any) -> list[str]:
     """The names of the capabilities ``model`` (an instance or a class) has, for listings."""
-    return [c.__name__ for c in CAPABILITIES
-            if all(hasattr(model, name) for name in _protocol_members(c))]
+    return [c.__name__ for c in CAPABILITIES if has_capability(model, c)]
 
 
 def _protocol_members(protocol: type) -> list[str]:
@@ -275,7 +297,7 @@ class Requires:
 
     @classmethod
     def fits(cls, model: Model) -> bool:
-        return all(isinstance(model, capability) for capability in cls.requires)
+        return all(has_capability(model, capability) for capability in cls.requires)
 
 
 class Objective(Component, Requires, ABC):
@@ -385,10 +407,22 @@ class Samples:
 
 
 class Sampler(Component, Requires, ABC):
-    """A way to draw images from a trained model."""
+    """A way to draw images from a trained model.
+
+    A sampler that starts from real images (``reconstruct``, ``interpolate``) sets
+    ``needs_data`` (a class attribute, or a property when its config decides); whoever
+    builds it for a run (``Run.sampler``) then hands it the run's data set as ``data``
+    before it samples. ``group`` is how many consecutive images belong together (an
+    image and its reconstruction, an interpolation path): grids keep a group within a
+    row, and output written in batches never splits one.
+    """
+
+    needs_data: ClassVar[bool] = False
+    group: ClassVar[int] = 1
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+        self.data: ImageData | None = None  # the run's data set, for a sampler that needs data
 
     @abstractmethod
     def sample(self, model: Model, n: int, generator: torch.Generator, labels: Tensor | None = None) -> Samples:

@@ -99,6 +99,10 @@ class RunConfig:
         trainer = parse.component(data, "trainer", toolkit.trainers)
         dataset = parse.section(data, "dataset")
         data_cls = toolkit.datasets.get(parse.text(dataset, "dataset", "name"))
+        image_size = dataset.get("image_size")
+        if image_size is not None and (type(image_size) is not int or image_size <= 0):
+            raise GentoolError(f"{source}: 'dataset.image_size' must be a positive integer or null, got "
+                               f"{image_size!r}.")
         training = dict(parse.section(data, "training"))
         device = str(training.pop("device", "cpu"))
         spec = parse.section(data, "image_spec")
@@ -109,7 +113,7 @@ class RunConfig:
                                                         f"data set '{data_cls.name}'"),
                 root=Path(parse.text(dataset, "dataset", "root")),
                 data_dir=Path(dataset["data_dir"]) if dataset.get("data_dir") else None,
-                download=bool(dataset.get("download", True)), image_size=dataset.get("image_size"),
+                download=bool(dataset.get("download", True)), image_size=image_size,
                 train_size=int(dataset.get("train_size", 0)), test_size=int(dataset.get("test_size", 0))),
             training=parse.values(TrainingOptions, training, "the training options"),
             device=device,

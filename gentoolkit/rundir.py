@@ -10,18 +10,31 @@ A run directory holds::
     best.safetensors     with --keep-best: the weights of the best epoch
     best.json            which epoch that was, and its monitored value
     samples/epoch-NNN.png
+    .lock                while a process trains it: that process's pid and host
 
 A run directory is the user's data, the work of hours or days. Every write goes
 through :func:`gentoolkit.checkpoint.atomic_write` (a temporary file, flushed and
 renamed over the old one), so a run killed at any moment keeps its last complete
 version of every file; plugins that keep files of their own ask for a path with
 :meth:`RunDir.output`, which never hands out one of the run's own files.
+
+The weights and the resume state of one checkpoint carry the same generation (the
+training step). The state is written first and holds the weights too, so if a kill
+leaves model.safetensors a generation behind, the newer weights are read from the
+state: the newest complete generation wins. One process at a time may write a run:
+:meth:`RunDir.lock` keeps a second one out, and recognises a lock left by a process
+that no longer runs.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +54,8 @@ class RunDir:
     BEST_WEIGHTS = "best.safetensors"
     BEST_INFO = "best.json"
     SAMPLES = "samples"
-    OWN = (CONFIG, WEIGHTS, STATE, METRICS, BEST_WEIGHTS, BEST_INFO, SAMPLES)
+    LOCK = ".lock"
+    OWN = (CONFIG, WEIGHTS, STATE, METRICS, BEST_WEIGHTS, BEST_INFO, SAMPLES, LOCK)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -109,22 +123,37 @@ class RunDir:
     # ------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
-        """The resume state first, then the weights: a kill between the two leaves a state that
-        resumes exactly and weights one epoch old, never weights without their state."""
-        checkpoint.save_state(self.path / self.STATE, state)
-        checkpoint.save_weights(model, self.path / self.WEIGHTS)
+        """The resume state first, then the weights, both of generation ``state["step"]``: a kill
+        between the two leaves weights one generation behind, and the state holds the newer ones."""
+        checkpoint.save_state(self.path / self.STATE, state, generation=state["step"])
+        checkpoint.save_weights(model, self.path / self.WEIGHTS, generation=state["step"])
 
     def has_state(self) -> bool:
         return (self.path / self.STATE).is_file()
 
+    def has_checkpoint(self) -> bool:
+        return self.has_state() or (self.path / self.WEIGHTS).is_file()
+
     def load_state(self) -> dict[str, Any]:
         """The resume state, or a clear error when the run saved none yet."""
         if not self.has_state():
-            raise GentoolError(f"{self.path} has no {self.STATE}: the run saved no checkpoint yet.")
+            raise GentoolError(f"{self.path} has no checkpoint to resume: the run stopped before its first one. "
+                               f"Start it again with gentool fit ... --run-dir {self.path}.")
         return checkpoint.load_state(self.path / self.STATE)
 
     def load_weights(self, model: torch.nn.Module, weights: str = WEIGHTS) -> None:
-        checkpoint.load_weights(model, self.path / weights)
+        """Load the run's weights, or the newer ones in the resume state where a kill left
+        model.safetensors a generation behind it."""
+        path = self.path / weights
+        if weights == self.WEIGHTS and self.has_state():
+            have, newest = checkpoint.generation(path), checkpoint.generation(self.path / self.STATE)
+            if have is not None and newest is not None and newest > have:
+                warnings.warn(f"{path} is from step {have} but the run's checkpoint is from step {newest} (a process "
+                              f"was stopped while replacing it); using the step-{newest} weights in {self.STATE}.",
+                              stacklevel=2)
+                self.load_state_weights(model, checkpoint.load_state(self.path / self.STATE))
+                return
+        checkpoint.load_weights(model, path)
 
     def load_state_weights(self, model: torch.nn.Module, state: dict[str, Any]) -> None:
         """Load the weights stored inside a resume state, checking names and shapes."""
@@ -133,6 +162,53 @@ class RunDir:
     def save_best(self, model: torch.nn.Module, info: dict[str, Any]) -> None:
         checkpoint.save_weights(model, self.path / self.BEST_WEIGHTS)
         checkpoint.write_json(self.path / self.BEST_INFO, info)
+
+    # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for this process while it writes: a second process gets one line saying
+        who holds it; a lock whose process is gone (on this host) is taken over. Temporary files
+        that a killed process left behind are removed once the lock is held."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GentoolError(f"cannot create run directory {self.path}: {exc.strerror or exc}.") from None
+        path = self.path / self.LOCK
+        owner = {"pid": os.getpid(), "host": socket.gethostname(),
+                 "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(path)
+                if holder.get("host") == owner["host"] and not _alive(holder.get("pid")):
+                    path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                raise GentoolError(f"{self.path} is in use by process {holder.get('pid', '?')} on "
+                                   f"{holder.get('host', '?')} (since {holder.get('since', '?')}); wait for it to "
+                                   f"finish, or delete {path} if that process no longer runs.") from None
+            except OSError as exc:
+                raise GentoolError(f"cannot write to run directory {self.path}: {exc.strerror or exc}.") from None
+            with os.fdopen(fd, "w") as handle:
+                json.dump(owner, handle)
+            break
+        try:
+            self.remove_stale_temporaries()
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporary files of writes a killed process never finished."""
+        for folder in (self.path, self.path / self.SAMPLES):
+            for tmp in folder.glob(f".*{checkpoint.TMP_MARK}*"):
+                tmp.unlink(missing_ok=True)
+
+    def clear_unfinished(self) -> None:
+        """Remove what a run that stopped before its first checkpoint left, so it can start again."""
+        for name in (self.METRICS, self.CONFIG):
+            (self.path / name).unlink(missing_ok=True)
 
     # ----------------------------------------------------------------- metrics
 
@@ -179,3 +255,24 @@ class RunDir:
         except ValueError:
             return False
         return True
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _alive(pid: Any) -> bool:
+    """Whether a process with this pid runs on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # runs, as another user
+        return True
+    return True

@@ -1,7 +1,9 @@
 """The core's own components: the ``prior`` sampler and the ``adam`` trainer.
 
 They are generic (any Model, any single-loss Objective), so they live in the
-core and are registered through the same hooks as every plugin.
+core and are registered through the same hooks as every plugin. So are
+``gentool``'s own commands, which makes them built-ins that no plugin command
+can take the name of.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import Tensor
 
 from gentoolkit.errors import GentoolError
 from gentoolkit.hookspecs import hookimpl
-from gentoolkit.interfaces import LatentModel, Model, Sampler, Samples, StandardNormalPrior, Trainer
+from gentoolkit.interfaces import LatentModel, Model, Sampler, Samples, StandardNormalPrior, Trainer, has_capability
 
 
 @contextmanager
@@ -49,7 +51,7 @@ class PriorSampler(Sampler):
 
     def sample(self, model: Model, n: int, generator: torch.Generator, labels: Tensor | None = None) -> Samples:
         temperature = self.config.temperature
-        if temperature != 1.0 and not isinstance(model, StandardNormalPrior):
+        if temperature != 1.0 and not has_capability(model, StandardNormalPrior):
             raise GentoolError(f"--temperature needs a model whose prior is a standard normal; "
                                f"'{model.name}' does not declare one (StandardNormalPrior).")
         chunks = []
@@ -77,6 +79,15 @@ class AdamTrainer(Trainer):
         beta2: float = 0.999  # Adam's second-moment decay
         weight_decay: float = 0.0  # L2 penalty added by Adam
         grad_clip: float = 0.0  # clip the gradient norm to this; 0 turns clipping off
+
+        def __post_init__(self) -> None:
+            for key in ("beta1", "beta2"):
+                if not 0 <= getattr(self, key) < 1:
+                    raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+            if not self.weight_decay >= 0:
+                raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+            if not self.grad_clip >= 0:
+                raise ValueError(f"grad_clip must be 0 (off) or a positive norm, got {self.grad_clip}")
 
     def __init__(self, model: Model, objective: Any, config: Any, lr: float):
         super().__init__(model, objective, config, lr)
@@ -110,9 +121,27 @@ class AdamTrainer(Trainer):
 
 @hookimpl
 def register_samplers(register):
-    register(PriorSampler)
+    from gentoolkit.reconstruction import InterpolateSampler, ReconstructSampler  # here: they use eval_mode
+
+    for sampler in (PriorSampler, ReconstructSampler, InterpolateSampler):
+        register(sampler)
 
 
 @hookimpl
 def register_trainers(register):
     register(AdamTrainer)
+
+
+@hookimpl
+def register_callbacks(register):
+    from gentoolkit.callbacks import CSVLog  # here: the callbacks import the training loop, which imports this
+
+    register(CSVLog)
+
+
+@hookimpl
+def register_commands(cli):
+    from gentoolkit.cli import cli as gentool  # here, not above: the core's components need no CLI
+
+    for name, command in gentool.commands.items():
+        cli.add_command(command, name)

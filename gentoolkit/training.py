@@ -14,12 +14,14 @@ import signal
 import threading
 import time
 import typing
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch._dynamo
 from torch import Tensor
 
 from gentoolkit.data import batch_count, index_batches
@@ -35,7 +37,9 @@ SCHEDULES = {
     "constant": lambda progress: 1.0,
     "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))),
 }
+CHECK_EVERY = 32  # steps between reads of the non-finite flag on an accelerator; also at epoch ends and signals
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILED_VERSIONS = 8  # versions torch.compile may make of each network: dynamo's default limit
 
 
 @dataclass
@@ -53,6 +57,8 @@ class TrainingOptions:
     patience: int | None = None  # stop when the monitored loss has not improved for this many epochs
     keep_best: bool = False  # also keep the weights of the best epoch in best.safetensors
     on_nan: str = "stop"  # stop at a NaN/Inf loss, or skip that update and count it
+    compile: bool = False  # compile the model's networks with torch.compile (same losses, faster steps)
+    log_every: int = 50  # steps between the numbers loggers (tensorboard, csv, wandb) get; metrics.jsonl is per epoch
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
@@ -71,6 +77,48 @@ class TrainingOptions:
             raise GentoolError(f"--lr must be a positive number, got {self.lr}.")
         if self.max_steps is not None and self.max_steps <= 0:
             raise GentoolError(f"--max-steps must be a positive integer, got {self.max_steps}.")
+        if self.log_every <= 0:
+            raise GentoolError(f"--log-every must be a positive integer, got {self.log_every}.")
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on ``device`` here, or None when it can: checked up front,
+    since compilation itself only starts (and fails) at the first training step."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile does not support this Python or platform"
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+        return None if has_triton() else "torch.compile needs Triton for CUDA, and it is not installed"
+    if device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        try:
+            get_cpp_compiler()
+        except Exception:  # inductor raises its own InvalidCxxCompiler, or whatever the lookup hit
+            return "torch.compile needs a C++ compiler (g++ or clang++) for the CPU, and none was found"
+    return None
+
+
+def compile_networks(model: Model) -> bool:
+    """Compile, in place, the model itself (a flow's trainer calls it) and each direct child
+    (VAE and GAN trainers call ``encode``, ``decode``, ``netg``, ``netd``, which run the children).
+
+    ``Module.compile`` keeps parameters and state_dict keys as they are, so optimisers built
+    before and checkpoints written after work unchanged. Where torch.compile cannot run, this
+    warns in one line and leaves the model uncompiled (training gives the same losses either
+    way); returns whether it compiled.
+    """
+    reason = compile_unavailable(model.device)
+    if reason:
+        warnings.warn(f"--compile ignored: {reason}; training uncompiled.", stacklevel=2)
+        return False
+    modules = (model, *model.children())  # containers (ModuleList) are never called: a no-op for them
+    for module in modules:
+        module.compile()
+    # Dynamo counts the compiled versions of all these modules together (train or eval mode,
+    # gradients on or off, batch sizes), and past its limit runs them uncompiled: a GAN alone
+    # needs about 8. Each module compiled gets the default allowance.
+    torch._dynamo.config.recompile_limit += COMPILED_VERSIONS * len(modules)
+    return True
 
 
 @dataclass
@@ -213,6 +261,13 @@ class TrainingLoop:
         self.autocast = torch.autocast(device.type, dtype=PRECISIONS[options.precision],
                                        enabled=options.precision != "fp32")
         self.shuffle_generator = torch.Generator().manual_seed(options.seed)
+        # The first step whose metrics were not finite (0: none yet), kept on the device so that the
+        # check reads it back once every CHECK_EVERY steps on an accelerator, and every step where
+        # reading is free (the CPU), a step's metrics decide a skip (--on-nan skip) or processes vote.
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)
+        self.check_every_step = device.type == "cpu" or options.on_nan == "skip" or group.enabled
+        if options.compile:
+            compile_networks(model)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -296,7 +351,9 @@ class TrainingLoop:
         batches = index_batches(len(self.train_data), self.options.batch_size, shuffle=True,
                                 drop_last=self.drop_last, generator=self.shuffle_generator,
                                 device=self.train_data.device)
+        position = progress.batches  # batches of this epoch behind us
         for index in itertools.islice(batches, progress.batches, None):
+            position += 1
             index = self.group.shard(index)
             if self.options.lr_schedule != "constant":
                 self._schedule_lr()
@@ -309,14 +366,23 @@ class TrainingLoop:
             # Every metric is checked: a GAN reports d_loss and g_loss, not "loss".
             values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]) if metrics \
                 else torch.zeros(1)
-            # Decided together, so every process stops at the same step.
-            signalled, diverged = self.group.any(bool(self.signals), not torch.isfinite(values).all().item())
+            finite = torch.isfinite(values).all()
+            self.first_bad = torch.where(finite | (self.first_bad > 0), self.first_bad, self.state.step + 1)
+            last = position == self.steps_per_epoch or self.state.step + 1 == self.options.max_steps
+            if self.check_every_step or last or self.signals or (self.state.step + 1) % CHECK_EVERY == 0:
+                # Decided together, so every process stops at the same step.
+                signalled, diverged = self.group.any(bool(self.signals), bool(self.first_bad > 0))
+            else:  # on an accelerator, reading the flag every step would stall its queue
+                signalled = diverged = False
             if diverged and not self.trainer.skip_nonfinite:
+                first = int(self.first_bad)
                 bad = ", ".join(f"{k}={v.item()}" for k, v in metrics.items() if not torch.isfinite(v).all())
-                raise StopTraining(f"training diverged: {bad} at step {self.state.step + 1} "
+                raise StopTraining(f"training diverged: {bad or 'a metric was NaN or infinite'} at step {first} "
                                    f"(epoch {self.state.epoch + 1}); the last checkpoint is kept. Lower --lr, "
                                    "check the data, or pass --on-nan skip.")
-            if not diverged:  # a skipped update contributes no metrics
+            if diverged:  # skipped (--on-nan skip), and it contributes no metrics
+                self.first_bad.zero_()
+            else:
                 progress.add(metrics, len(index))
             self.state.step += 1
             for cb in self.callbacks:
@@ -327,9 +393,15 @@ class TrainingLoop:
             if self.options.max_steps and self.state.step >= self.options.max_steps:
                 break
         seconds = progress.seconds + time.perf_counter() - start
-        self.state.epoch += 1
-        self.state.partial = None
-        row: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
+        if position < self.steps_per_epoch:
+            # --max-steps stopped mid-epoch: like Ctrl-C, the epoch stays open (a resume finishes it
+            # exactly); its row so far is marked partial, and a resume replaces it.
+            progress.seconds = seconds
+            row: dict[str, Any] = {"epoch": self.state.epoch + 1, "step": self.state.step, "partial": True}
+        else:
+            self.state.epoch += 1
+            self.state.partial = None
+            row = {"epoch": self.state.epoch, "step": self.state.step}
         row.update({f"train_{k}": v for k, v in progress.means(self.group).items()})
         row.update({f"test_{k}": v for k, v in self.evaluate().items()})
         if self.trainer.skip_nonfinite:
@@ -342,12 +414,15 @@ class TrainingLoop:
             cb.on_epoch_end(self, row)
 
     def evaluate(self) -> dict[str, float]:
-        """The trainer's metrics averaged over the test split, with a fixed noise seed."""
+        """The trainer's metrics averaged over the test split, with a fixed noise seed. Draws from the
+        global random streams are undone after, so training noise never depends on evaluation:
+        a run stopped and resumed between two steps continues bit for bit."""
         if self.test_data is None:
             return {}
         generator = _generator(self.train_data.device, self.options.seed + 1)
         sums: dict[str, Tensor] = {}
-        with eval_mode(self.model):
+        devices = [self.train_data.device] if self.train_data.device.type == "cuda" else []
+        with eval_mode(self.model), torch.random.fork_rng(devices=devices):
             for index in index_batches(len(self.test_data), self.options.eval_batch_size,
                                        shuffle=False, drop_last=False, device=self.test_data.device):
                 index = self.group.shard(index)

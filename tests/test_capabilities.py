@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import types
+import typing
 from dataclasses import dataclass
 
 import pytest
@@ -28,6 +29,7 @@ from gentoolkit import (
     capabilities,
     conditional,
     eval_mode,
+    has_capability,
     hookimpl,
     to_unit,
 )
@@ -218,3 +220,24 @@ def test_plugin_outputs_cannot_replace_the_runs_own_files(tmp_path):
     for name in (RunDir.WEIGHTS, RunDir.CONFIG, "../elsewhere", ".hidden"):
         with pytest.raises(GentoolError, match="not a free name in a run directory"):
             run_dir.output(name)
+
+
+class _WithNetworks(typing.Protocol):
+    netg: nn.Module
+
+    def generate(self, z: Tensor) -> Tensor: ...
+
+
+def test_capabilities_see_what_a_module_keeps_in_its_own_dicts():
+    """isinstance(model, Protocol) looks attributes up statically since Python 3.12 and misses
+    submodules; has_capability does not, on any Python."""
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.netg = nn.Linear(2, 2)  # kept in Module._modules, not in the instance's __dict__
+
+        def generate(self, z):
+            return self.netg(z)
+
+    assert has_capability(Generator(), _WithNetworks) and not has_capability(nn.Linear(2, 2), _WithNetworks)

@@ -272,7 +272,7 @@ def test_levels_the_image_size_does_not_allow_are_one_clear_error(size, levels, 
 
 
 def test_plugin_registers_glow_with_its_alias_and_the_mle_objective():
-    with toolkit_with(gentoolkit_flow, entry_points=False) as toolkit:
+    with toolkit_with(gentoolkit_flow, only=[]) as toolkit:
         assert toolkit.models.get("glow") is Glow
         assert toolkit.models.get("flow") is Glow
         assert toolkit.objectives.get("mle") is MaximumLikelihood
@@ -292,7 +292,7 @@ def test_glow_through_the_command_line(tmp_path, monkeypatch):
     def gentool(*args):
         result = runner.invoke(cli, [str(a) for a in args])
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout
 
     listing = gentool("list-models")
     assert "glow" in listing and "flow" in listing

@@ -4,6 +4,7 @@ against closed forms, and the sample-quality metrics end to end on a tiny labell
 from __future__ import annotations
 
 import functools
+import json
 import math
 import sys
 import time
@@ -28,7 +29,7 @@ from gentoolkit import (
     to_unit,
 )
 from gentoolkit.standard import PriorSampler
-from gentoolkit.testing import toolkit_with
+from gentoolkit.testing import invoke_gentool, toolkit_with
 from gentoolkit_metrics import (
     ELBO,
     FID,
@@ -186,7 +187,8 @@ def test_binarisation_is_fixed_by_the_seed_alone(pixels):
     model = BinarisedLinearGaussian()
 
     def prepared(batch_size, seed=0):
-        return torch.cat([x for _, x in likelihood.prepared_batches(model, pixels, batch_size, seeded(seed))])
+        return torch.cat([x for _, x, _ in likelihood.prepared_batches(model, pixels, batch_size, seeded(seed),
+                                                                       "test")])
 
     x = prepared(500)
     assert set(x.unique().tolist()) == {0.0, 1.0}
@@ -415,7 +417,7 @@ def register_datasets(register):
 
 def test_evaluate_a_run_with_every_sample_metric(cache, tmp_path):
     this = sys.modules[__name__]
-    with toolkit_with(toy_plugin, this, gentoolkit_metrics, entry_points=False):
+    with toolkit_with(toy_plugin, this, gentoolkit_metrics, only=()):
         gt.fit("pixels", "tiny-shapes", run_dir=tmp_path / "run", epochs=2, device="cpu")
         results = gt.load_run(tmp_path / "run").evaluate(["fid", "kid", "precision-recall"], k=200)
         assert set(results) == {"fid", "fid_k", "fid_features", "kid", "kid_std", "kid_k", "kid_features",
@@ -426,8 +428,8 @@ def test_evaluate_a_run_with_every_sample_metric(cache, tmp_path):
 
 
 def test_the_plugin_registers_every_metric():
-    with toolkit_with(gentoolkit_metrics, entry_points=False) as toolkit:
-        assert toolkit.metrics.names() == ["elbo", "fid", "kid", "nll", "precision-recall", "recon"]
+    with toolkit_with(gentoolkit_metrics, only=()) as toolkit:
+        assert toolkit.metrics.names() == ["elbo", "fid", "kid", "label-accuracy", "nll", "precision-recall", "recon"]
         assert toolkit.metrics.get("precision-recall") is PrecisionRecall
 
 
@@ -443,3 +445,24 @@ def test_mnist_classifier_trains_in_a_minute_on_one_core(mnist_root):
     with torch.no_grad():
         accuracy = (net.logits(test.data.unsqueeze(1)).argmax(1) == test.targets).float().mean()
     assert accuracy > 0.975
+
+
+def test_gentool_evaluate_says_what_it_does_one_line_per_phase(cache, tmp_path):
+    this = sys.modules[__name__]
+    with toolkit_with(toy_plugin, this, gentoolkit_metrics, only=()):
+        gt.fit("pixels", "tiny-shapes", run_dir=tmp_path / "run", epochs=1, device="cpu")
+        result = invoke_gentool("evaluate", "--run", tmp_path / "run", "--metric", "fid,kid", "--k", "64",
+                                "--limit", "100")
+        assert result.exit_code == 0, result.output
+        assert result.stderr.splitlines() == [
+            "loading data set 'tiny-shapes'",
+            "fid", "fid › loading the feature classifier",
+            "fid › training the feature classifier (once per data set)",
+            "fid › embedding 100 real images", "fid › generating 64 images",
+            "fid › comparing real and generated features",
+            "kid", "kid › loading the feature classifier",  # trained and cached by fid
+            "kid › embedding 100 real images", "kid › generating 64 images",
+            "kid › comparing real and generated features",
+        ]
+        quiet = invoke_gentool("evaluate", "--run", tmp_path / "run", "--metric", "fid", "-q", "--json")
+        assert quiet.stderr == "" and json.loads(quiet.stdout)["fid_k"] == 256  # the whole test split

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import math
 import os
 import re
@@ -24,7 +25,7 @@ from test_external_plugin import gentool, table_row
 import gentoolkit
 import gentoolkit.api as gt
 from gentoolkit import hookspecs
-from gentoolkit.testing import toolkit_with
+from gentoolkit.testing import invoke_gentool, toolkit_with
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 TEXT = DOC.read_text()
@@ -139,11 +140,15 @@ def test_each_hook_example_registers_its_kind_and_they_work_together(tutorial, t
             (names[kind],) = info.registered[kind]
 
         run = gt.fit(names["model"], names["dataset"], objective=names["objective"], trainer=names["trainer"],
-                     callback_names=[names["callback"]], max_steps=5, batch_size=64, runs_dir=tmp_path)
+                     callback_names=[names["callback"]], max_steps=5, batch_size=64, log_every=2, runs_dir=tmp_path)
         assert math.isfinite(run.metrics[-1]["train_loss"]) and "test_loss" in run.metrics[-1]
-        assert (run.path / "metrics.csv").read_text().startswith("epoch,step,")
+        steps = [json.loads(line) for line in (run.path / "steps.jsonl").read_text().splitlines()]
+        assert [s["step"] for s in steps] == [2, 4] and all(math.isfinite(s["loss"]) for s in steps)
         for options in ({}, {"threshold": 0.5}):
             images = run.sample(8, sampler=names["sampler"], options=options).images
             assert images.shape == (8, 1, 28, 28) and set(images.unique().tolist()) <= {0.0, 1.0}
         (value,) = run.evaluate([names["metric"]], k=64).values()
         assert 0 <= value <= 1
+        result = invoke_gentool(names["command"], run.path, "--out", tmp_path / "command.png")
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "command.png").read_bytes()[:4] == b"\x89PNG"

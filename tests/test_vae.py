@@ -296,7 +296,7 @@ def test_config_from_the_command_line_round_trips_through_json():
 
 
 def test_plugin_registers_models_and_objectives():
-    with toolkit_with(gentoolkit_vae, entry_points=False) as toolkit:
+    with toolkit_with(gentoolkit_vae, only=()) as toolkit:
         assert toolkit.models.get("vae") is BernoulliVAE
         assert toolkit.models.get("gaussian-vae") is GaussianVAE
         assert toolkit.objectives.get("elbo") is ELBO

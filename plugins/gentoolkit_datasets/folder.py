@@ -1,7 +1,7 @@
 """Folders of images, decoded once into a uint8 tensor and cached as safetensors.
 
 Decoding tens of thousands of JPEGs takes minutes, so the decoded tensor is
-saved next to the images (or in the user cache when the folder is read-only),
+saved in the user cache (never in the folder, which may not be the user's),
 under a key made of the folder's file list, sizes and modification times. The
 next run with the same folder, size and mode loads it in seconds; any change
 to the folder gives a new key, a fresh decode, and the stale file is removed.
@@ -15,11 +15,13 @@ import os
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from safetensors import SafetensorError, safe_open
@@ -28,13 +30,13 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
 from gentoolkit import DataOptions, Dataset, GentoolError, ImageData, ImageSpec
+from gentoolkit_datasets.memory import fits_in_memory, require_memory
 
 CHANNELS = {"rgb": 3, "grey": 1}  # per value of the ``mode`` option
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-CACHE_PREFIX = ".gentool-cache-"
-CACHE_VERSION = 1  # part of every cache key: bump it when decoding changes, so old caches are not reused
+CACHE_VERSION = 2  # part of every cache key: bump it when decoding changes, so old caches are not reused
 DECODE_CHUNK = 1024  # files handed to the thread pool at once; bounds the decoded images waiting in flight
-MEMORY_SHARE = 0.5  # stream folders whose decoded tensor would take more than this share of the RAM
+STREAM_BATCH = 256  # the largest batch a streamed folder is expected to decode at once
 
 FileEntry = tuple[str, int, int]  # (path relative to the folder, size in bytes, mtime in ns)
 
@@ -68,12 +70,25 @@ def opens(path: Path) -> bool:
 
 
 def to_mode(image: Image.Image, pil_mode: str) -> Image.Image:
-    """``image`` in "RGB" or "L" from any PIL mode: transparency on white, 16-bit pixels scaled to 8 bits."""
-    if image.mode.startswith("I"):  # I, I;16, I;16B...: 16-bit scans, which convert() would clip at 255
-        image = image.point(lambda v: v / 257).convert("L")
+    """``image`` in "RGB" or "L" from any PIL mode: transparency on white, deep pixels scaled to 8 bits."""
+    if image.mode == "F" or image.mode.startswith("I"):  # convert() would clip them at 255: white or black
+        image = to_8_bits(image)
     if image.has_transparency_data:  # RGBA, LA, PA, or P with a transparent colour
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     return image.convert(pil_mode)
+
+
+def to_8_bits(image: Image.Image) -> Image.Image:
+    """A float (F) or integer (I, I;16, I;16B...) grey image as 8-bit grey ("L").
+
+    Floats are taken to span 0..1 and integers 0..65535 (16-bit scans); an image
+    with values beyond that range is scaled by its own maximum, so it is never
+    clipped to white. Negative and non-finite values are black.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    values = np.where(np.isfinite(values), values, 0).clip(min=0)
+    full_scale = max(1.0 if image.mode == "F" else 65535.0, values.max())
+    return Image.fromarray(np.rint(values * (255 / full_scale)).astype(np.uint8))
 
 
 def decode_all(folder: Path, files: list[FileEntry], size: int, mode: str) -> tuple[Tensor, list[str]]:
@@ -102,7 +117,7 @@ def decode_all(folder: Path, files: list[FileEntry], size: int, mode: str) -> tu
 def scan(folder: Path) -> tuple[list[FileEntry], list[str]]:
     """The image files under ``folder`` (sorted, with size and mtime) and the other files.
 
-    Hidden files and folders (the cache among them) are left out.
+    Hidden files and folders (caches written there by older versions among them) are left out.
     """
     images, others = [], []
     for directory, subdirs, names in os.walk(folder):
@@ -122,15 +137,6 @@ def scan(folder: Path) -> tuple[list[FileEntry], list[str]]:
             else:
                 others.append(relative)
     return sorted(images), sorted(others)
-
-
-def fits_in_memory(count: int, channels: int, size: int) -> bool:
-    """Whether the decoded folder fits comfortably in RAM (assumed so where RAM cannot be read)."""
-    try:
-        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): decode and see
-        return True
-    return count * channels * size * size <= MEMORY_SHARE * ram
 
 
 class StreamedImages:
@@ -183,6 +189,7 @@ def load_folder(folder: Path, size: int, mode: str) -> Tensor | StreamedImages:
     if not files:
         raise GentoolError(f"no images in {folder} or its subfolders; expected files ending in "
                            f"{', '.join(IMAGE_SUFFIXES)}.")
+    require_memory(f"image folder {folder}", len(files), CHANNELS[mode], size, at_once=STREAM_BATCH)
     if not fits_in_memory(len(files), CHANNELS[mode], size):
         warnings.warn(f"{len(files)} images of {size} x {size} would not fit in memory, so they are decoded "
                       "from disk batch by batch, every epoch (slower); a smaller --image-size lets them be "
@@ -196,7 +203,7 @@ def load_folder(folder: Path, size: int, mode: str) -> Tensor | StreamedImages:
             warnings.warn(f"skipped {skipped} files that are not readable images in {folder}", stacklevel=3)
         return StreamedImages(folder, good, size, mode)
     path = cache_path(folder, files, size, mode)
-    cached = read_cache(path)
+    cached = read_cache(path, CHANNELS[mode], size)
     if cached is not None:
         images, unreadable = cached
     else:
@@ -217,25 +224,35 @@ def load_folder(folder: Path, size: int, mode: str) -> Tensor | StreamedImages:
 
 
 def cache_path(folder: Path, files: list[FileEntry], size: int, mode: str) -> Path:
-    """Where the decoded folder is cached: in the folder when writable, else in the user cache."""
+    """Where the decoded folder is cached: always in the user cache, never in the folder.
+
+    The folder may be someone else's (named by a run's config.json), so reading it
+    must leave it untouched. Each folder gets its own directory there, named by a
+    hash of its resolved path; the file's key covers the decoding settings and every
+    image's name, size and modification time.
+    """
     content = json.dumps([CACHE_VERSION, str(folder), size, mode, files])
     key = hashlib.sha256(content.encode()).hexdigest()[:20]
-    directory = folder
-    if not os.access(folder, os.W_OK):
-        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        directory = cache_home / "gentoolkit" / "folders" / hashlib.sha256(str(folder).encode()).hexdigest()[:20]
-    return directory / f"{CACHE_PREFIX}{mode}{size}-{key}.safetensors"
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    directory = cache_home / "gentoolkit" / "folders" / hashlib.sha256(str(folder).encode()).hexdigest()[:20]
+    return directory / f"{mode}{size}-{key}.safetensors"
 
 
-def read_cache(path: Path) -> tuple[Tensor, list[str]] | None:
-    """The cached images and unreadable file names, or None when there is no usable cache."""
+def read_cache(path: Path, channels: int, size: int) -> tuple[Tensor, list[str]] | None:
+    """The cached images and unreadable file names, or None when there is no usable cache.
+
+    A damaged cache, or one holding images of another shape, is decoded afresh and overwritten.
+    """
     if not path.is_file():
         return None
     try:
         with safe_open(str(path), framework="pt") as cache:
-            return cache.get_tensor("images"), json.loads((cache.metadata() or {})["unreadable"])
-    except (OSError, SafetensorError, KeyError, ValueError):  # a damaged cache is rebuilt
+            images, unreadable = cache.get_tensor("images"), json.loads((cache.metadata() or {})["unreadable"])
+    except (OSError, SafetensorError, KeyError, ValueError):
         return None
+    if images.dtype != torch.uint8 or images.shape[1:] != (channels, size, size):
+        return None
+    return images, unreadable
 
 
 def write_cache(path: Path, images: Tensor, unreadable: list[str]) -> None:
@@ -243,7 +260,7 @@ def write_cache(path: Path, images: Tensor, unreadable: list[str]) -> None:
 
     A cache that cannot be written is only a warning: the data is already decoded.
     """
-    temporary = path.with_name(f".gentool-tmp-{uuid.uuid4().hex}.safetensors")
+    temporary = path.with_name(f".tmp-{uuid.uuid4().hex}.safetensors")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"images": images}, str(temporary), metadata={"unreadable": json.dumps(unreadable)})
@@ -253,8 +270,9 @@ def write_cache(path: Path, images: Tensor, unreadable: list[str]) -> None:
                       "next run.", stacklevel=4)
         return
     finally:
-        temporary.unlink(missing_ok=True)
-    stale_prefix = path.name[:path.name.rindex("-") + 1]  # CACHE_PREFIX + mode + size + "-"
+        with suppress(OSError):  # no folder to hold it: nothing to remove
+            temporary.unlink(missing_ok=True)
+    stale_prefix = path.name[:path.name.rindex("-") + 1]  # mode + size + "-"
     for stale in path.parent.glob(f"{stale_prefix}*.safetensors"):
         if stale != path:
             stale.unlink(missing_ok=True)

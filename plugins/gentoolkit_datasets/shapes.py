@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from gentoolkit import DataOptions, Dataset, ImageData, ImageSpec
+from gentoolkit_datasets.memory import require_memory
 
 DEFAULT_SIZE = 28
 RENDER_CHUNK = 2048  # images drawn at once; bounds the float grids in memory
@@ -85,6 +86,7 @@ class Shapes(Dataset):
     def load(self, options: DataOptions) -> ImageData:
         size = options.image_size or DEFAULT_SIZE
         n = self.config.train_size + self.config.test_size
+        require_memory("shapes", n, 1, size)
         g = torch.Generator().manual_seed(self.config.seed)
         # Every parameter is drawn up front, so the images do not depend on RENDER_CHUNK.
         kind = torch.randint(len(SHAPES), (n,), generator=g)

@@ -14,9 +14,16 @@ from gentoolkit import AdversarialObjective, GentoolError, Loss, Model, Trainer
 
 @runtime_checkable
 class DiscriminatorLogits(Protocol):
-    """A model whose discriminator gives one logit per image in its input space (what ``prepare`` returns)."""
+    """A model whose discriminator gives one logit per image in its input space (what ``prepare`` returns);
+    a class-conditional one takes ``discriminator_logits(x, labels)``."""
 
     def discriminator_logits(self, x: Tensor) -> Tensor: ...
+
+
+def logits(model: Model, x: Tensor, labels: Tensor | None) -> Tensor:
+    """The discriminator's logits, of images and their labels for a class-conditional model; an
+    unconditional model is called without labels, so it need not take them."""
+    return model.discriminator_logits(x) if labels is None else model.discriminator_logits(x, labels)
 
 
 class GANObjective(AdversarialObjective):
@@ -25,20 +32,20 @@ class GANObjective(AdversarialObjective):
     name = "gan"
     requires = (DiscriminatorLogits,)
 
-    def discriminator_loss(self, model: Model, real: Tensor, fake: Tensor) -> Loss:
+    def discriminator_loss(self, model: Model, real: Tensor, fake: Tensor, labels: Tensor | None = None) -> Loss:
         """-log D(real) - log(1 - D(fake)); real and fake pass separately, so BatchNorm sees pure batches."""
-        real_logits = model.discriminator_logits(real)
-        fake_logits = model.discriminator_logits(fake)
+        real_logits = logits(model, real, labels)
+        fake_logits = logits(model, fake, labels)
         loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                 + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
         return Loss(loss, {"d_loss": loss.detach(),
                            "d_real": torch.sigmoid(real_logits.detach()).mean(),
                            "d_fake": torch.sigmoid(fake_logits.detach()).mean()})
 
-    def generator_loss(self, model: Model, fake: Tensor) -> Loss:
+    def generator_loss(self, model: Model, fake: Tensor, labels: Tensor | None = None) -> Loss:
         """-log D(G(z)) rather than log(1 - D(G(z))): strong gradients while D still wins easily."""
-        logits = model.discriminator_logits(fake)
-        loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        fake_logits = logits(model, fake, labels)
+        loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
         return Loss(loss, {"g_loss": loss.detach()})
 
 
@@ -76,19 +83,28 @@ class AdversarialTrainer(Trainer):
         self.optimizer_d = torch.optim.Adam(model.netd.parameters(), lr=lr_d, betas=betas)
         self.batches = 0  # batches seen, for d_every and g_every; saved so a resume keeps the rhythm
 
-    def train_step(self, x: Tensor) -> dict[str, Tensor]:
+    def fakes(self, n: int, labels: Tensor | None) -> Tensor:
+        """n images from fresh codes, in the model's input space; of the given classes for a
+        class-conditional model, whose generator takes ``netg(z, labels)``."""
+        z = self.model.sample_latent(n)
+        return self.model.netg(z) if labels is None else self.model.netg(z, labels)
+
+    def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """One batch; a class-conditional model's fakes get the real batch's labels, so both players
+        see each class as often as the data has it."""
         model, metrics = self.model, {}
+        extra = () if labels is None else (labels,)  # the objective's calls stay label-free for unconditional models
         if self.batches % self.config.d_every == 0:
             with torch.no_grad():  # the discriminator step must not reach the generator
-                fake = model.netg(model.sample_latent(len(x)))
-            loss = self.objective.discriminator_loss(model, x, fake)
+                fake = self.fakes(len(x), labels)
+            loss = self.objective.discriminator_loss(model, x, fake, *extra)
             self.optimize(self.optimizer_d, loss.value)
             metrics.update(loss.metrics)
         if self.batches % self.config.g_every == 0:
             model.netd.requires_grad_(False)  # gradients flow through netd to netg, not into its weights
             try:
-                fake = model.netg(model.sample_latent(len(x)))
-                loss = self.objective.generator_loss(model, fake)
+                fake = self.fakes(len(x), labels)
+                loss = self.objective.generator_loss(model, fake, *extra)
                 self.optimize(self.optimizer_g, loss.value)
             finally:
                 model.netd.requires_grad_(True)

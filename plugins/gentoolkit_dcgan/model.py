@@ -5,6 +5,12 @@ transposed convolutions, from the nz x 1 x 1 latent code up to the image. The
 discriminator runs the same convolutions in reverse, so it passes through the
 generator's state sizes backwards (ndf in place of ngf) and the shapes of the
 two networks always mirror each other exactly.
+
+With ``conditional=true`` the GAN is class-conditional: the one-hot label joins z
+at the generator's input (the first transposed convolution is linear in it, so
+this is a learned per-class embedding), and the discriminator adds a projection
+of its last features onto a learned class embedding to its logit (Miyato &
+Koyama 2018, "cGANs with Projection Discriminator").
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gentoolkit import GentoolError, ImageSpec, Model, Recipe, from_signed, to_signed
@@ -82,9 +89,43 @@ def build_discriminator(layers: list[Layer], ndf: int, nc: int) -> nn.Sequential
     return nn.Sequential(*modules)
 
 
+class ConditionalGenerator(nn.Module):
+    """The generator of a class-conditional GAN: the one-hot label joins z as ``classes`` more
+    input channels."""
+
+    def __init__(self, layers: list[Layer], nz: int, ngf: int, nc: int, classes: int):
+        super().__init__()
+        self.classes = classes
+        self.net = build_generator(layers, nz + classes, ngf, nc)
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        onehot = F.one_hot(labels, self.classes).to(z.dtype)[:, :, None, None]  # N x classes x 1 x 1
+        return self.net(torch.cat([z, onehot], dim=1))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """The discriminator of a class-conditional GAN: its logit for (x, y) is the unconditional
+    head's plus the inner product of the class's embedding with the sum-pooled last features,
+    psi(phi(x)) + embed(y) . sum phi(x) (Miyato & Koyama 2018). The projection makes the logit
+    a log density ratio of the class's images rather than of the label's guess from the image."""
+
+    def __init__(self, layers: list[Layer], ndf: int, nc: int, classes: int):
+        super().__init__()
+        net = build_discriminator(layers, ndf, nc)
+        self.features, self.head = net[:-1], net[-1]  # phi: ... -> width x 4 x 4; psi: -> 1 x 1 x 1
+        self.embed = nn.Embedding(classes, self.head.in_channels)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        """One logit per image, N."""
+        features = self.features(x)  # N x width x 4 x 4
+        projection = (self.embed(labels) * features.sum((2, 3))).sum(1)  # N
+        return self.head(features).view(-1) + projection
+
+
 def init_weights(module: nn.Module) -> None:
-    """The paper's init: convolutions N(0, 0.02), BatchNorm scale N(1, 0.02) and shift 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+    """The paper's init: convolutions N(0, 0.02), BatchNorm scale N(1, 0.02) and shift 0; the
+    class embeddings of a conditional GAN N(0, 0.02) too."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
@@ -115,6 +156,7 @@ class DCGAN(Model):
         nz: int = 100  # size of the latent code z
         ngf: int = 64  # generator feature maps in its last hidden layer (doubling towards z)
         ndf: int = 64  # discriminator feature maps in its first layer (doubling towards the logit)
+        conditional: bool = False  # class-conditional: the label joins z in G and is projected in D
 
         def __post_init__(self) -> None:
             for key in ("nz", "ngf", "ndf"):
@@ -124,8 +166,16 @@ class DCGAN(Model):
     def __init__(self, config: Config, spec: ImageSpec):
         super().__init__(config, spec)
         layers = layers_for(spec)
-        self.netg = build_generator(layers, config.nz, config.ngf, spec.channels)
-        self.netd = build_discriminator(layers, config.ndf, spec.channels)
+        if config.conditional:
+            if not spec.classes:
+                raise ValueError("conditional=true needs a data set with class labels (mnist, fashion-mnist, shapes, "
+                                 "an image folder of class folders)")
+            self.num_classes = spec.classes
+            self.netg = ConditionalGenerator(layers, config.nz, config.ngf, spec.channels, spec.classes)
+            self.netd = ProjectionDiscriminator(layers, config.ndf, spec.channels, spec.classes)
+        else:
+            self.netg = build_generator(layers, config.nz, config.ngf, spec.channels)
+            self.netd = build_discriminator(layers, config.ndf, spec.channels)
         self.apply(init_weights)
 
     def prepare(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -135,14 +185,17 @@ class DCGAN(Model):
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.nz, 1, 1, generator=generator, device=self.device)
 
-    def generate(self, z: Tensor) -> Tensor:
-        return from_signed(self.netg(z))
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return from_signed(self.netg(z) if labels is None else self.netg(z, labels))
 
-    def discriminator_logits(self, x: Tensor) -> Tensor:
-        """One logit per image in [-1, 1]: what the GAN objective trains."""
-        return self.netd(x).view(-1)  # N x 1 x 1 x 1 -> N
+    def discriminator_logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """One logit per image in [-1, 1] (and its label, for a conditional model): what the GAN
+        objective trains."""
+        if labels is None:
+            return self.netd(x).view(-1)  # N x 1 x 1 x 1 -> N
+        return self.netd(x, labels)
 
-    def discriminator_score(self, images: Tensor) -> Tensor:
+    def discriminator_score(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         """The logit for images in [0, 1]: ranked like D's probability, without the ties
         a saturated sigmoid gives the best images."""
-        return self.discriminator_logits(images * 2.0 - 1.0)
+        return self.discriminator_logits(images * 2.0 - 1.0, labels)

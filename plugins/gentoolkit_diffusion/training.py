@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gentoolkit import GentoolError, Loss, Model, Objective, Trainer
+from gentoolkit import GentoolError, Loss, Model, Objective, Trainer, has_capability
 from gentoolkit_diffusion.model import AveragedModel, NoisePredictor
 
 
@@ -40,7 +40,7 @@ class EMAAdam(Trainer):
 
     def __init__(self, model: Model, objective: Any, config: Any, lr: float):
         super().__init__(model, objective, config, lr)
-        if not isinstance(model, AveragedModel):
+        if not has_capability(model, AveragedModel):
             raise GentoolError(f"trainer '{self.name}' needs a model that keeps a moving average of its weights "
                                f"(update_ema); '{model.name}' has none, so use --trainer adam.")
         trained = [p for p in model.parameters() if p.requires_grad]  # not the average itself

@@ -122,6 +122,10 @@ class Glow(Model):
         codes.append(h.flatten(1))
         return torch.cat(codes, dim=1), log_p
 
+    def encode_latent(self, x: Tensor) -> Tensor:
+        """The exact latent code of prepared images: ``generate`` maps it back to them."""
+        return self(x)[0]
+
     def inverse(self, codes: Tensor) -> Tensor:
         """Latent codes (N x D) back to images, not clipped to [0, 1]."""
         sizes = [c * h * w for c, h, w in self.latent_shapes]

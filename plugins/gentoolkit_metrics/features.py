@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import warnings
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,9 +27,10 @@ from typing import Literal
 import safetensors.torch
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from gentoolkit import GentoolError, ImageData, eval_mode, index_batches, to_unit
+from gentoolkit import GentoolError, ImageData, eval_mode, index_batches, phase, to_unit
 
 Features = Literal["auto", "classifier", "inception"]
 
@@ -56,7 +59,8 @@ def feature_space(choice: Features, data: ImageData, device: torch.device, metri
     """The feature space ``choice`` names; ``auto`` is Inception when it is here, else the classifier."""
     weights = inception_weights() if choice != "classifier" else None
     if weights is not None:
-        return FeatureSpace("inception-v3", InceptionNet(weights).to(device))
+        with phase("loading Inception-v3"):
+            return FeatureSpace("inception-v3", InceptionNet(weights).to(device))
     if choice == "inception":
         raise GentoolError(f"{metric} with features=inception needs the torch-fidelity package and its "
                            f"Inception-v3 weights in the torch hub cache; gentoolkit never downloads them while "
@@ -121,12 +125,14 @@ def train_classifier(images: Tensor, labels: Tensor, device: torch.device, steps
         net = ClassifierNet(images.shape[1:], int(labels.max()) + 1).to(device)
     images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    for index in itertools.islice(shuffled_batches(len(images), batch_size, torch.Generator().manual_seed(0), device),
-                                  steps):
-        loss = F.cross_entropy(net.logits(images[index]), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    batches = shuffled_batches(len(images), batch_size, torch.Generator().manual_seed(0), device)
+    with phase("training the feature classifier (once per data set)", total=steps) as progress:
+        for index in itertools.islice(batches, steps):
+            loss = F.cross_entropy(net.logits(images[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            progress.advance()
     with torch.no_grad():
         raw = torch.cat([net.raw(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
         net.mean.copy_(raw.mean(0))
@@ -149,24 +155,62 @@ def data_digest(images: Tensor, labels: Tensor) -> str:
 
 
 def classifier_features(data: ImageData, device: torch.device, metric: str) -> FeatureSpace:
-    """The cached classifier for this data set, trained first if there is none yet."""
+    """The cached classifier for this data set, trained (and cached) first if there is none yet.
+
+    A cache file that cannot be used (truncated, not safetensors, other tensors) costs
+    a retraining and a warning, never the evaluation: the file is only a shortcut.
+    """
     if data.train_labels is None:
         raise GentoolError(f"{metric} with classifier features needs a data set with labels (mnist, fashion-mnist, "
                            "shapes); this one has none. Install torch-fidelity and its Inception-v3 weights to use "
                            "Inception features instead (see docs/evaluation.md).")
-    digest = data_digest(data.train, data.train_labels)
-    path = features_cache() / f"{digest}.safetensors"
-    if path.is_file():
-        state = safetensors.torch.load_file(path, device=str(device))
-        net = ClassifierNet(data.train.shape[1:], state["head.1.weight"].shape[0]).to(device)
-        net.load_state_dict(state)
-    else:
+    with phase("loading the feature classifier"):
+        digest = data_digest(data.train, data.train_labels)
+        path = features_cache() / f"{digest}.safetensors"
+        net = cached_classifier(path, data.train.shape[1:], int(data.train_labels.max()) + 1) if path.is_file() \
+            else None
+    if net is None:
         net = train_classifier(data.train, data.train_labels, device)
+        save_classifier(net, path)
+    return FeatureSpace(f"classifier-{digest[:12]}", net.to(device).eval())
+
+
+def cached_classifier(path: Path, shape: tuple[int, int, int], classes: int) -> ClassifierNet | None:
+    """The classifier cached at ``path``, or None (with a warning saying why) when the file cannot be used."""
+    net = ClassifierNet(shape, classes)
+    try:
+        state = safetensors.torch.load_file(path)
+    except (SafetensorError, OSError) as exc:
+        problem = f"not a readable safetensors file: {exc}"
+    else:
+        if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in net.state_dict().items()}:
+            problem = "its tensors are not this classifier's: other names or shapes"
+        elif not all(t.is_floating_point() and t.isfinite().all() for t in state.values()):
+            problem = "its weights are not all finite numbers"
+        else:
+            net.load_state_dict(state)
+            return net
+    warnings.warn(f"the cached feature classifier {path} is damaged ({problem}); training it again and "
+                  "overwriting it.", stacklevel=3)
+    return None
+
+
+def save_classifier(net: ClassifierNet, path: Path) -> None:
+    """Cache a trained classifier, atomically: concurrent evaluations never see half a file.
+
+    A cache that cannot be written is only a warning: the classifier is trained already.
+    """
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent evaluations never see half a file
         safetensors.torch.save_file(net.state_dict(), partial, metadata={"version": CLASSIFIER_VERSION})
         os.replace(partial, path)
-    return FeatureSpace(f"classifier-{digest[:12]}", net.eval())
+    except (OSError, SafetensorError) as exc:
+        warnings.warn(f"could not cache the feature classifier in {path} ({exc}); it will be trained again "
+                      "next time.", stacklevel=3)
+    finally:
+        with suppress(OSError):  # no folder to hold it: nothing to remove
+            partial.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- inception

@@ -1,63 +1,19 @@
-"""The ``ranking`` sampler: draw many images, keep those the discriminator likes best.
+"""Samplers that use a GAN's discriminator: ``ranking`` keeps the candidates it likes best,
+``drs`` accepts each candidate with the probability its density-ratio estimate gives.
 
-The article's ``generate()`` draws 512 faces and saves the 64 its discriminator
-scores highest. This does the same for any model with a ``discriminator_score``
-(the :class:`~gentoolkit.DiscriminatorScored` capability), in batches, so memory
-stays bounded however many candidates are drawn.
+Both work for any model with a ``discriminator_score`` (the
+:class:`~gentoolkit.DiscriminatorScored` capability) and a prior to draw from
+(:class:`~gentoolkit.LatentModel`), unconditional or class-conditional.
 """
 
-from __future__ import annotations
+from gentoolkit import hookimpl
+from gentoolkit_ranking.drs import DiscriminatorRejectionSampler
+from gentoolkit_ranking.ranking import RankingSampler
 
-from dataclasses import dataclass
-
-import torch
-
-from gentoolkit import DiscriminatorScored, GentoolError, LatentModel, Model, Sampler, Samples, eval_mode, hookimpl
-
-
-class RankingSampler(Sampler):
-    """Draw many candidates and keep the best by discriminator score."""
-
-    name = "ranking"
-    requires = (LatentModel, DiscriminatorScored)
-
-    @dataclass
-    class Config:
-        candidates: int = 512  # images drawn; the n best of them are kept
-        batch_size: int = 256  # candidates generated and scored at once; bounds memory
-
-        def __post_init__(self) -> None:
-            for key in ("candidates", "batch_size"):
-                if getattr(self, key) <= 0:
-                    raise ValueError(f"--{key.replace('_', '-')} must be a positive integer, got {getattr(self, key)}")
-
-    def sample(self, model: Model, n: int, generator: torch.Generator, labels: torch.Tensor | None = None) -> Samples:
-        """The ``n`` best of ``candidates`` images, best first, with their scores.
-
-        A class-conditional model draws every candidate of the one class asked for."""
-        candidates = self.config.candidates
-        if candidates < n:
-            raise GentoolError(f"--candidates must be at least -n ({n}), got {candidates}: "
-                               "the ranking sampler keeps the best n of its candidates.")
-        if labels is not None and not bool((labels == labels[0]).all()):
-            raise GentoolError("the ranking sampler keeps the best of one pool of candidates; ask for one --label.")
-        images = scores = None
-        with eval_mode(model):
-            for start in range(0, candidates, self.config.batch_size):
-                count = min(self.config.batch_size, candidates - start)
-                z = model.sample_latent(count, generator)
-                batch = model.generate(z) if labels is None else model.generate(z, labels[:1].expand(count))
-                batch_scores = model.discriminator_score(batch).float()
-                if images is not None:
-                    batch = torch.cat([images, batch])
-                    batch_scores = torch.cat([scores, batch_scores])
-                # A stable sort keeps earlier candidates first among equal scores, so the
-                # result is the same as sorting all candidates at once.
-                best = batch_scores.sort(descending=True, stable=True).indices[:n]
-                images, scores = batch[best], batch_scores[best]
-        return Samples(images=images, scores=scores)
+__all__ = ["DiscriminatorRejectionSampler", "RankingSampler"]
 
 
 @hookimpl
 def register_samplers(register):
     register(RankingSampler)
+    register(DiscriminatorRejectionSampler)

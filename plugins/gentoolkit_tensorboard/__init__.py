@@ -1,19 +1,21 @@
 """TensorBoard logging for gentoolkit runs: ``gentool fit ... --callback tensorboard``.
 
 Needs the ``tensorboard`` extra (``pip install 'gentoolkit[tensorboard]'``).
-``metrics.jsonl`` stays the source of truth; this mirrors each epoch's numbers
-and sample grid into ``<run>/tensorboard/`` for ``tensorboard --logdir runs``.
+``metrics.jsonl`` stays the source of truth; this mirrors into ``<run>/tensorboard/``,
+against the training step, for ``tensorboard --logdir runs``: every ``--log-every``
+steps the step's metrics (``train/loss``, ...) and learning rate (``train/lr``), and
+after each epoch its row (``epoch/train_loss``, ``epoch/test_loss``, ...) and sample grid.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gentoolkit import Callback, GentoolError, hookimpl
+from gentoolkit import GentoolError, MetricLogger, hookimpl
 
 
-class TensorBoard(Callback):
-    """Mirror each epoch's metrics and sample grid to TensorBoard."""
+class TensorBoard(MetricLogger):
+    """Mirror the step metrics, each epoch's metrics and sample grid to TensorBoard."""
 
     name = "tensorboard"
 
@@ -23,15 +25,22 @@ class TensorBoard(Callback):
         except ImportError:
             raise GentoolError("the tensorboard callback needs TensorBoard: "
                                "pip install 'gentoolkit[tensorboard]'.") from None
-        self.writer = SummaryWriter(log_dir=str(self.run_dir.output("tensorboard")), purge_step=loop.state.epoch + 1)
+        # A resumed run logs the steps after its checkpoint again: events from past it are dropped.
+        self.writer = SummaryWriter(log_dir=str(self.run_dir.output("tensorboard")), purge_step=loop.state.step + 1)
+
+    def log_step(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(f"train/{key}", value, step)
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        for key, value in self.numbers(row).items():
+            self.writer.add_scalar(f"epoch/{key}", value, row["step"])
 
     def on_epoch_end(self, loop, row: dict[str, Any]) -> None:
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                self.writer.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+        super().on_epoch_end(loop, row)
         images = loop.sample_grid()
         if images is not None:
-            self.writer.add_images("samples", images, row["epoch"])
+            self.writer.add_images("samples", images, row["step"])
         self.writer.flush()
 
     def on_fit_end(self, loop, error: BaseException | None) -> None:

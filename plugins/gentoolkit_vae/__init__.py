@@ -5,7 +5,7 @@ See docs/vae.md for the maths and the options.
 
 from gentoolkit import hookimpl
 from gentoolkit_vae.maths import bits_per_dim, gaussian_kl
-from gentoolkit_vae.models import VAE, BernoulliVAE, GaussianVAE
+from gentoolkit_vae.models import VAE, BernoulliVAE, GaussianVAE, GivenLabels
 from gentoolkit_vae.objectives import (
     ELBO,
     EvidenceBound,
@@ -14,8 +14,8 @@ from gentoolkit_vae.objectives import (
     importance_weighted_bound,
 )
 
-__all__ = ["ELBO", "VAE", "BernoulliVAE", "EvidenceBound", "GaussianVAE", "ImportanceWeightedBound", "MonteCarloELBO",
-           "bits_per_dim", "gaussian_kl", "importance_weighted_bound"]
+__all__ = ["ELBO", "VAE", "BernoulliVAE", "EvidenceBound", "GaussianVAE", "GivenLabels", "ImportanceWeightedBound",
+           "MonteCarloELBO", "bits_per_dim", "gaussian_kl", "importance_weighted_bound"]
 
 
 @hookimpl

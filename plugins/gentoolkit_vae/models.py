@@ -3,6 +3,10 @@
 Both share the encoder q(z|x) = N(mu, diag(exp(logvar))), the prior
 p(z) = N(0, I) and the networks; they differ in what the decoder's outputs
 mean, how pixels are prepared and how log p(x|z) is computed.
+
+With ``conditional=true`` either is a conditional VAE (Sohn et al. 2015): the
+one-hot class label y joins the encoder's input and the decoder's code, so the
+model is q(z|x, y) and p(x|z, y) and draws the class it is asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gentoolkit import ImageSpec, Model, Recipe, binarize, importance_weighted_log_prob, to_unit
@@ -37,6 +42,7 @@ class VAEConfig:
     latent_dim: int = 20  # size of the latent code z
     hidden: tuple[int, ...] = (400,)  # mlp hidden sizes from the image to z; the decoder mirrors them
     channels: tuple[int, ...] = (32, 64)  # conv feature maps, each layer halving H and W; the decoder mirrors them
+    conditional: bool = False  # class-conditional: the one-hot label joins the encoder's image and the decoder's code
 
     def __post_init__(self) -> None:
         check_choice("arch", self.arch, Arch)
@@ -65,24 +71,51 @@ class VAE(Model):
 
     def __init__(self, config: VAEConfig, spec: ImageSpec):
         super().__init__(config, spec)
+        if config.conditional:
+            if not spec.classes:
+                raise ValueError("conditional=true needs a data set with class labels (mnist, fashion-mnist, shapes, "
+                                 "an image folder of class folders)")
+            self.num_classes = spec.classes
         if config.arch == "mlp":
-            self.encoder, self.decoder = mlp_networks(spec, config.hidden, config.latent_dim)
+            self.encoder, self.decoder = mlp_networks(spec, config.hidden, config.latent_dim, self.num_classes)
         else:
-            self.encoder, self.decoder = conv_networks(spec, config.channels, config.latent_dim)
+            self.encoder, self.decoder = conv_networks(spec, config.channels, config.latent_dim, self.num_classes)
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x); a log-variance keeps sigma positive without constraints."""
-        mu, logvar = self.encoder(x).chunk(2, dim=1)  # N x L each
+    def joined(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        """What a network takes: ``x`` itself, or for a conditional model ``x`` with the one-hot label
+        attached, as extra channels of an image for the conv encoder and as extra entries otherwise."""
+        if not self.num_classes:
+            return x
+        if labels is None:
+            raise ValueError(f"model '{self.name}' is class-conditional: it needs the labels of the batch")
+        onehot = F.one_hot(labels, self.num_classes).to(x.dtype)  # N x classes
+        if x.dim() == 4 and self.config.arch == "conv":
+            return torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1)
+        return torch.cat([x.flatten(1), onehot], dim=1)
+
+    def given(self, labels: Tensor) -> GivenLabels:
+        """This conditional model with the labels of a batch fixed: the unconditional model of
+        p(x | y) that the objectives and the likelihood metrics evaluate."""
+        return GivenLabels(self, labels)
+
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z|x) (q(z|x, y) given labels); a log-variance keeps sigma
+        positive without constraints."""
+        mu, logvar = self.encoder(self.joined(x, labels)).chunk(2, dim=1)  # N x L each
         return mu, logvar
+
+    def encode_latent(self, x: Tensor) -> Tensor:
+        """The mean of q(z|x): the code reconstructions and interpolations start from."""
+        return self.encode(x)[0]
 
     def reparameterize(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A differentiable sample of q(z|x): mu + exp(logvar / 2) * eps."""
         return maths.reparameterize(mu, logvar, generator)
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """One unbounded value per pixel: Bernoulli logits (stabler in the loss than
         probabilities), which the Gaussian VAE squashes into means."""
-        return self.decoder(z)  # N x C x H x W
+        return self.decoder(self.joined(z, labels))  # N x C x H x W
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
@@ -125,9 +158,9 @@ class BernoulliVAE(VAE):
         probabilities (binarize=none) are not a distribution over the stored data."""
         return maths.bits_per_dim(log_likelihood, self.spec.pixels, levels=1) if self.dynamic else None
 
-    def generate(self, z: Tensor) -> Tensor:
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """The mean image: each pixel's probability of being 1."""
-        return torch.sigmoid(self.decode(z))
+        return torch.sigmoid(self.decode(z, labels))
 
 
 class GaussianVAE(VAE):
@@ -165,9 +198,9 @@ class GaussianVAE(VAE):
         noise = torch.rand(batch.shape, generator=generator, device=batch.device)
         return (batch.float() + noise) / 256
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """The means of p(x|z), squashed into [0, 1] where the pixels live."""
-        return torch.sigmoid(super().decode(z))
+        return torch.sigmoid(super().decode(z, labels))
 
     def log_likelihood(self, x: Tensor, decoded: Tensor) -> Tensor:
         return maths.gaussian_log_likelihood(x, decoded, self.log_sigma)
@@ -176,6 +209,41 @@ class GaussianVAE(VAE):
         """A density of dequantised 8-bit pixels bounds their probability; of raw grey levels it does not."""
         return maths.bits_per_dim(log_likelihood, self.spec.pixels) if self.config.dequantize else None
 
-    def generate(self, z: Tensor) -> Tensor:
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """The mean image (a sample would add per-pixel noise)."""
-        return self.decode(z)
+        return self.decode(z, labels)
+
+
+class GivenLabels:
+    """A conditional VAE with the labels of one batch fixed: p(x | y) as an unconditional
+    VariationalModel and Likelihood, so code written for those (the bounds, the importance-weighted
+    estimate, the likelihood metrics) evaluates a conditional model unchanged.
+
+    That code stacks S draws for each of the N images of a batch into S x N rows, sample by
+    sample (``z.flatten(0, 1)`` of S x N x L codes), so the labels are repeated S times to match.
+    """
+
+    def __init__(self, model: VAE, labels: Tensor):
+        self.model = model
+        self.labels = labels
+
+    def labels_for(self, rows: int) -> Tensor:
+        if rows % len(self.labels):
+            raise ValueError(f"{rows} rows are not whole copies of a batch of {len(self.labels)} labelled images")
+        return self.labels.repeat(rows // len(self.labels))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.encode(x, self.labels_for(len(x)))
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.model.decode(z, self.labels_for(len(z)))
+
+    def log_likelihood(self, x: Tensor, decoded: Tensor) -> Tensor:
+        return self.model.log_likelihood(x, decoded)
+
+    def generate(self, z: Tensor) -> Tensor:
+        return self.model.generate(z, self.labels_for(len(z)))
+
+    def log_prob(self, x: Tensor, *, k: int | None, generator: torch.Generator, max_floats: int) -> Tensor:
+        """log p(x | y), estimated as the model's log_prob estimates log p(x)."""
+        return importance_weighted_log_prob(self, x, k or self.model.default_nll_k, generator, max_floats)

@@ -3,6 +3,11 @@
 The encoder ends in 2 * latent_dim outputs (the mean and log-variance of
 q(z|x)); the decoder maps a code to one value per pixel, N x C x H x W, with no
 output activation: the model decides what those values parameterise.
+
+A class-conditional model passes ``classes`` > 0: each network then takes that
+many more inputs, for the one-hot label the model attaches to its image or code
+(extra entries of the flat MLP input and of the code, extra channels of the conv
+encoder's image). With ``classes=0`` the networks are exactly the unconditional ones.
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ def mlp(sizes: list[int]) -> list[nn.Module]:
     return layers
 
 
-def mlp_networks(spec: ImageSpec, hidden: tuple[int, ...], latent_dim: int) -> tuple[nn.Module, nn.Module]:
+def mlp_networks(spec: ImageSpec, hidden: tuple[int, ...], latent_dim: int,
+                 classes: int = 0) -> tuple[nn.Module, nn.Module]:
     """The article's MLP (784-400-20-400-784 for MNIST), with any hidden sizes."""
     encoder = nn.Sequential(
-        nn.Flatten(),  # N x D
-        *mlp([spec.pixels, *hidden, 2 * latent_dim]),  # N x 2L
+        nn.Flatten(),  # N x (D + classes)
+        *mlp([spec.pixels + classes, *hidden, 2 * latent_dim]),  # N x 2L
     )
     decoder = nn.Sequential(
-        *mlp([latent_dim, *reversed(hidden), spec.pixels]),  # N x D
+        *mlp([latent_dim + classes, *reversed(hidden), spec.pixels]),  # N x D
         nn.Unflatten(1, spec.shape),  # N x C x H x W
     )
     return encoder, decoder
@@ -47,7 +53,8 @@ def conv_sizes(spec: ImageSpec, layers: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def conv_networks(spec: ImageSpec, channels: tuple[int, ...], latent_dim: int) -> tuple[nn.Module, nn.Module]:
+def conv_networks(spec: ImageSpec, channels: tuple[int, ...], latent_dim: int,
+                  classes: int = 0) -> tuple[nn.Module, nn.Module]:
     """Stride-2 convolutions down to a linear layer, and their exact mirror back up.
 
     A 4 x 4 convolution with stride 2 and padding 1 halves a side, rounding down;
@@ -62,11 +69,12 @@ def conv_networks(spec: ImageSpec, channels: tuple[int, ...], latent_dim: int) -
 
     encoder: list[nn.Module] = []
     for i in range(len(channels)):
-        encoder += [nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1), nn.ReLU()]  # N x widths[i+1] x sizes[i+1]
+        inputs = widths[i] + (classes if i == 0 else 0)  # the label's channels join the image
+        encoder += [nn.Conv2d(inputs, widths[i + 1], 4, 2, 1), nn.ReLU()]  # N x widths[i+1] x sizes[i+1]
     encoder += [nn.Flatten(), nn.Linear(features, 2 * latent_dim)]  # N x 2L
 
     decoder: list[nn.Module] = [
-        nn.Linear(latent_dim, features),
+        nn.Linear(latent_dim + classes, features),
         nn.ReLU(),
         nn.Unflatten(1, (channels[-1], height, width)),  # N x channels[-1] x sizes[-1]
     ]

@@ -4,7 +4,9 @@ and the importance-weighted bound (Burda et al. 2015).
 ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x). Each
 objective minimises its negated bound averaged over the batch and reports it
 in nats per image, for any model with a Gaussian encoder and a standard
-normal prior (a :class:`~gentoolkit.VariationalModel`).
+normal prior (a :class:`~gentoolkit.VariationalModel`). A class-conditional model
+gets the batch's labels and is trained on the conditional bound on log p(x | y),
+through its ``given(labels)`` (see :class:`~gentoolkit_vae.models.GivenLabels`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from torch import Tensor
 
 from gentoolkit import Loss, Model, Objective, VariationalModel
 from gentoolkit_vae import maths
+
+
+def conditioned(model: Model, labels: Tensor | None) -> Model:
+    """The model whose bound is computed: for a class-conditional model, p(x | y) with the batch's
+    labels fixed (its ``given``), so every bound below is the conditional one."""
+    return model if labels is None else model.given(labels)
 
 
 def posterior_draws(model: VariationalModel, x: Tensor, samples: int,
@@ -59,8 +67,8 @@ class EvidenceBound(Objective):
             if self.samples <= 0:
                 raise ValueError(f"samples must be a positive integer, got {self.samples}")
 
-    def loss(self, model: Model, x: Tensor) -> Loss:
-        log_px, kl = self.terms(model, x)  # N each
+    def loss(self, model: Model, x: Tensor, labels: Tensor | None = None) -> Loss:
+        log_px, kl = self.terms(conditioned(model, labels), x)  # N each
         elbo = log_px - kl
         metrics = {"elbo": elbo.mean(), "kl": kl.mean(), "recon": -log_px.mean()}
         return Loss(value=-elbo.mean(), metrics={k: v.detach() for k, v in metrics.items()})
@@ -101,6 +109,6 @@ class ImportanceWeightedBound(Objective):
     class Config(EvidenceBound.Config):
         samples: int = 5  # K: the bound is the ELBO for 1 and log p(x) as K grows; costs K decoder passes
 
-    def loss(self, model: Model, x: Tensor) -> Loss:
-        bound = importance_weighted_bound(model, x, self.config.samples).mean()
+    def loss(self, model: Model, x: Tensor, labels: Tensor | None = None) -> Loss:
+        bound = importance_weighted_bound(conditioned(model, labels), x, self.config.samples).mean()
         return Loss(value=-bound, metrics={"iwae": bound.detach()})

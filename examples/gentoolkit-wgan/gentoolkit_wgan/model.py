@@ -69,6 +69,7 @@ class WGANGP(Model):
     default_objective = "wasserstein-gp"
     default_trainer = "wgan-gp"
     recipe = Recipe(lr=1e-4, batch_size=64, epochs=20)  # the paper's learning rate and batch size
+    standard_normal_prior = True  # its codes are N(0, I): --temperature works
 
     @dataclass
     class Config:

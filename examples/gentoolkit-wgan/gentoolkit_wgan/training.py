@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from gentoolkit import AdversarialObjective, GentoolError, Loss, Model, Trainer
+from gentoolkit import AdversarialObjective, GentoolError, Loss, Model, Trainer, has_capability
 
 
 @runtime_checkable
@@ -86,7 +86,7 @@ class WGANGPTrainer(Trainer):
 
     def __init__(self, model: Model, objective: AdversarialObjective, config: Config, lr: float):
         super().__init__(model, objective, config, lr)
-        if not isinstance(model, GeneratorCritic):
+        if not has_capability(model, GeneratorCritic):
             raise GentoolError(f"trainer 'wgan-gp' does not work with model '{model.name}': "
                                "it needs a model with a generator 'netg' and a critic 'netd'.")
         betas = (self.config.beta1, self.config.beta2)

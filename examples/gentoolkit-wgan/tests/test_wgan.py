@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import gentoolkit.api as gt
 import gentoolkit_wgan
-from gentoolkit import DiscriminatorScored, GentoolError, ImageSpec, apply_overrides
+from gentoolkit import DiscriminatorScored, GentoolError, ImageSpec, apply_overrides, to_unit
+from gentoolkit.testing import invoke_gentool
 from gentoolkit_wgan import WGANGP, WassersteinGP, WGANGPTrainer, gradient_penalty
 
 
@@ -145,16 +148,17 @@ TINY = ["nz=16", "ngf=8", "ndf=8", "data.train_size=256", "data.test_size=32"]
 
 
 def test_registered_as_the_models_defaults(gentool_plugins):
-    toolkit = gentool_plugins(gentoolkit_wgan)
+    toolkit = gentool_plugins(gentoolkit_wgan, only=[])  # this plugin and gentoolkit's core, nothing installed
     assert toolkit.models.get("wgan-gp") is WGANGP
     assert toolkit.objectives.get("wasserstein-gp") is WassersteinGP
     assert toolkit.trainers.get("wgan-gp") is WGANGPTrainer
     assert (WGANGP.default_objective, WGANGP.default_trainer) == ("wasserstein-gp", "wgan-gp")
     assert WGANGP.recipe.lr == 1e-4
+    assert toolkit.commands.get("wgan-critic") is gentoolkit_wgan.wgan_critic
 
 
 def test_fit_learns_to_score_real_above_fake_and_samples_rank(gentool_plugins, tmp_path):
-    gentool_plugins(gentoolkit_wgan)
+    gentool_plugins(gentoolkit_wgan, only=["datasets", "ranking"])
     run = gt.fit("wgan-gp", "shapes", run_dir=tmp_path / "run", max_steps=15, batch_size=16, overrides=TINY)
     row = run.metrics[-1]
     assert {"train_loss", "train_d_loss", "train_g_loss", "train_wasserstein", "train_gp"} <= set(row)
@@ -165,10 +169,39 @@ def test_fit_learns_to_score_real_above_fake_and_samples_rank(gentool_plugins, t
 
 
 def test_resume_continues_exactly(gentool_plugins, tmp_path):
-    gentool_plugins(gentoolkit_wgan)
+    gentool_plugins(gentoolkit_wgan, only=["datasets", "ranking"])
     fit = dict(batch_size=16, overrides=[*TINY, "data.train_size=64"])  # 4 critic updates per epoch
     straight = gt.fit("wgan-gp", "shapes", run_dir=tmp_path / "a", epochs=2, **fit)
     gt.fit("wgan-gp", "shapes", run_dir=tmp_path / "b", epochs=1, **fit)
     resumed = gt.resume(tmp_path / "b", epochs=2)  # its first update is the 5th: the generator's turn
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- command
+
+
+def test_critic_command_scores_files_and_folders_highest_first(gentool_plugins, tmp_path):
+    gentool_plugins(gentoolkit_wgan, only=["datasets"])
+    run = gt.fit("wgan-gp", "shapes", run_dir=tmp_path / "run", max_steps=2, batch_size=16, overrides=TINY)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = torch.randint(0, 256, (3, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for i, image in enumerate(images):
+        Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image, so not scored")
+    wide = tmp_path / "wide.jpg"  # colour and 56 x 40: read as grey, scaled to 40 x 28 and its centre cut
+    Image.new("RGB", (56, 40), "orange").save(wide)
+
+    result = invoke_gentool("wgan-critic", run.path, folder, wide, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    scores = {r["path"]: r["score"] for r in rows}
+    assert set(scores) == {str(folder / f"{i}.png") for i in range(3)} | {str(wide)}
+    with torch.no_grad():
+        expected = run.model.discriminator_score(to_unit(images)).tolist()
+    assert [scores[str(folder / f"{i}.png")] for i in range(3)] == pytest.approx(expected, abs=1e-5)
+
+    bad = invoke_gentool("wgan-critic", run.path, folder / "notes.txt")
+    assert bad.exit_code == 1 and "notes.txt is not an image wgan-critic can read" in bad.output

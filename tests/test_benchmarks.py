@@ -1,0 +1,65 @@
+"""benchmarks/gpu.py, run as the lead runs it on a GPU but on the CPU with --quick: every row, sane numbers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gentoolkit.registry import get_toolkit
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?(?:e[+-]\d+)?")
+
+
+def quick_run(variants: str, out: Path) -> list[list[str]]:
+    """Run the script on one CPU thread, on the shapes data set; the table's rows, split into cells."""
+    result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--dataset", "shapes",
+                             "--variants", variants, "--out", str(out)],
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert out.read_text() == result.stdout  # the file the lead copies back holds what was printed
+    assert f"CPU, 1 threads (cpu); torch {torch.__version__}" in result.stdout
+    assert re.search(r"^total wall time \(imports not counted\): \d+ s$", result.stdout, re.MULTILINE)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| benchmark | variant |")
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def positive(cell: str) -> float:
+    """The number a cell starts with, which must be positive and finite."""
+    match = NUMBER.match(cell)
+    assert match, f"no number in {cell!r}"
+    value = float(match.group().replace(",", ""))
+    assert 0 < value < float("inf"), cell
+    return value
+
+
+@pytest.mark.parametrize("variants", ["fp32,bf16", pytest.param("compile", marks=pytest.mark.slow)])
+def test_quick_cpu_run_has_every_row_with_positive_numbers(variants, tmp_path):
+    rows = quick_run(variants, tmp_path / "table.md")
+    names = variants.split(",")
+    models = get_toolkit().models
+    expected = [("vae fit", name) for name in names] + [("dcgan fit", name) for name in names]
+    for model in ("glow", "ddpm"):
+        expected += [(f"{model} fit", name) for name in names] if model in models else [(f"{model} fit", "all")]
+    expected += [("nll", name) for name in names] + [("fid feature classifier", "fp32")]
+    expected += [("fid:", name) for name in names]
+    assert len(rows) == len(expected), rows
+    for (prefix, variant), row in zip(expected, rows, strict=True):
+        assert row[0].startswith(prefix) and row[1] == variant, row
+    for benchmark, _, rate, time, warmup, measured in rows:
+        if measured == "not installed":
+            continue
+        assert not measured.startswith("error"), measured
+        if benchmark.startswith(("vae", "dcgan", "glow", "ddpm", "nll")):
+            positive(rate)
+        if benchmark.startswith(("vae", "nll", "fid")):
+            positive(time)
+        if not benchmark.startswith("fid feature classifier"):
+            positive(warmup)
