@@ -179,7 +179,7 @@ class GaussianDiffusion(nn.Module):
         return normal_kl(true_mean, true_var, mean, var).flatten(1).sum(1)
 
     def log_likelihood_bound(self, predict: NoisePrediction, x0: Tensor, k: int | None,
-                             generator: torch.Generator) -> Tensor:
+                             generator: torch.Generator, batch: int | None = None) -> Tensor:
         """The variational lower bound on log p(x_0) per image, in nats, float64 (Ho et al. 2020, eq. 5):
 
             -log p(x_0) <= L_T + sum_{t=2}^{T} L_{t-1} + L_0,   L_0 = -log p(x_0 | x_1).
@@ -188,7 +188,8 @@ class GaussianDiffusion(nn.Module):
         None or at least T - 1; else k distinct steps are drawn uniformly per image, without
         replacement, and their sum scaled by (T - 1) / k: an unbiased estimate of the whole sum
         (each step is drawn with probability k / (T - 1)), exact at k = T - 1. Each term draws
-        its own x_t from ``generator``.
+        its own x_t from ``generator``. Terms go through the network together, up to ``batch``
+        images a call (default: one term a call); the draws do not depend on how many.
         """
         n, steps = len(x0), self.timesteps - 1
         device = x0.device
@@ -200,5 +201,12 @@ class GaussianDiffusion(nn.Module):
         def noise() -> Tensor:
             return torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
 
-        kl = sum(self.kl_term(predict, x0, chosen[:, j], noise()) for j in range(k))
-        return -(self.prior_kl(x0) + self.decoder_nll(predict, x0, noise()) + kl * (steps / k))
+        bound = self.prior_kl(x0) + self.decoder_nll(predict, x0, noise())
+        group = max(1, (batch or n) // n)  # terms per network call
+        kl = torch.zeros(n, dtype=torch.float64, device=device)
+        for start in range(0, k, group):
+            t = chosen[:, start:start + group].T  # G x N
+            eps = torch.cat([noise() for _ in range(len(t))])  # G*N x C x H x W
+            x = x0.repeat(len(t), *([1] * (x0.dim() - 1)))
+            kl = kl + self.kl_term(predict, x, t.reshape(-1), eps).view(len(t), n).sum(0)
+        return -(bound + kl * (steps / k))

@@ -58,7 +58,7 @@ class DDPMConfig:
     label_dropout: float = 0.1  # share of training labels replaced by "no label", for classifier-free guidance
 
     def __post_init__(self) -> None:
-        for key in ("timesteps", "base_channels", "res_blocks"):
+        for key in ("base_channels", "res_blocks"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
         if self.timesteps < 2:
@@ -145,10 +145,10 @@ class DDPM(Model):
         n / 9 steps early on, so short runs sample from well-trained weights too."""
         if self.ema is None:
             return
-        n = self.ema_updates.double()
-        decay = torch.clamp((1 + n) / (10 + n), max=self.config.ema).float()
-        for average, weight in zip(self.ema.parameters(), self.net.parameters(), strict=True):
-            average.lerp_(weight, 1 - decay)
+        n = int(self.ema_updates)  # a sync, as the training loop makes one every step anyway
+        decay = min(self.config.ema, (1 + n) / (10 + n))
+        # one fused update of all tensors, as torch.optim.swa_utils does for its EMA
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
         self.ema_updates += 1
 
     # ------------------------------------------------------------- likelihood
@@ -156,12 +156,12 @@ class DDPM(Model):
     def log_prob(self, x: Tensor, *, k: int | None, generator: torch.Generator, max_floats: int) -> Tensor:
         """The variational lower bound on log P(x) of the 8-bit pixels, float64, per image (see
         GaussianDiffusion.log_likelihood_bound; k KL terms, all when k is None or at least T - 1).
-        Conditional models are scored unconditionally (the "no label" class). Images go through
-        in chunks whose first-level activations (base_channels x H x W each) stay within
-        ``max_floats``."""
-        chunk = max(1, max_floats // (self.config.base_channels * self.spec.height * self.spec.width))
-        return torch.cat([self.diffusion.log_likelihood_bound(self.predict_noise, part, k, generator)
-                          for part in x.split(chunk)])
+        Conditional models are scored unconditionally (the "no label" class). Each network call
+        takes as many images (or terms of the same images) as keep its first-level activations,
+        base_channels x H x W each, within ``max_floats``."""
+        batch = max(1, max_floats // (self.config.base_channels * self.spec.height * self.spec.width))
+        return torch.cat([self.diffusion.log_likelihood_bound(self.predict_noise, part, k, generator, batch)
+                          for part in x.split(batch)])
 
     def bits_per_dim(self, log_likelihood: float) -> float:
         """The bound is a probability of the 8-bit pixels themselves: -log2 P / D."""

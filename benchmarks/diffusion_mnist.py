@@ -1,0 +1,173 @@
+"""DDPM on MNIST: DDIM against ancestral sampling, bf16 against fp32 training, guidance.
+
+Everything goes through the CLI, as a user would run it (existing runs in ``--run-dir`` are reused):
+
+1. ``gentool fit ddpm --dataset mnist`` at ``--precision`` (the run every sampler is measured on);
+2. FID, KID, precision and recall (``gentool evaluate --metric fid,kid,precision-recall``, the
+   same classifier features as the other benchmarks' rows) of DDIM with ``--ddim-steps`` steps
+   against ancestral sampling with all T steps, and the seconds each takes per 1,000 images
+   (``run.sample`` through the Python API after a warm-up draw, so start-up is not counted).
+   The goal: DDIM at least 10x faster with an FID within 20% of ancestral sampling's;
+3. training throughput (images/s from metrics.jsonl) of ``--throughput-steps`` updates at
+   ``--precision fp32`` against ``bf16``, in two short runs started alike;
+4. a class-conditional run (``--set conditional=true``), its label accuracy where a
+   ``label-accuracy`` metric is installed, and grids in ``--images``: unconditional samples,
+   one row per class, and one row per class at guidance 0, 1 and 3.
+
+    GENTOOL_DATA_DIR=../shared/data python benchmarks/diffusion_mnist.py --device cuda --precision bf16
+    GENTOOL_DATA_DIR=../shared/data python benchmarks/diffusion_mnist.py --device cpu --epochs 1 \\
+        --set base_channels=32 --set channel_mult=1,2 --samples 1000 --limit 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from shared import fit_once, gentool, machine
+
+import gentoolkit.api as gt
+from gentoolkit.registry import get_toolkit
+from gentoolkit.rundir import RunDir
+
+GUIDANCE = (0, 1, 3)
+CLASS_GRID = 100  # images in the per-class grids: a row of 10 per digit
+SPEED_GOAL, FID_GOAL = 10.0, 0.20  # DDIM at least 10x faster, FID within 20%
+
+
+def sample_seconds(run_dir: Path, device: str, n: int, sampler: str, options: dict[str, str]) -> float:
+    """Seconds per 1,000 images for ``n`` images drawn with the sampler, after a warm-up draw."""
+    run = gt.load_run(run_dir, device)
+    run.sample(2, sampler=sampler, options=options)
+
+    def synchronize() -> None:
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+
+    synchronize()
+    start = time.perf_counter()
+    run.sample(n, sampler=sampler, options=options, seed=1)
+    synchronize()
+    return (time.perf_counter() - start) * 1000 / n
+
+
+def images_per_second(run_dir: Path) -> float:
+    """Training throughput over the run's epochs, weighted by their length."""
+    rows = RunDir(run_dir).metrics()
+    images = sum(row["images_per_second"] * row["seconds"] for row in rows)
+    return images / sum(row["seconds"] for row in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/benchmarks/diffusion-mnist"),
+                        help="folder of the benchmark's runs")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: for training, evaluation and sampling")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="precision of the measured and the conditional runs")
+    parser.add_argument("--epochs", type=int, help="default: the model's recipe")
+    parser.add_argument("--lr", type=float, help="default: the model's recipe")
+    parser.add_argument("--batch-size", type=int, help="default: the model's recipe")
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model option, as for gentool fit --set (base_channels, timesteps, ema, ...)")
+    parser.add_argument("--ddim-steps", type=int, default=50, help="steps of the DDIM sampler measured")
+    parser.add_argument("--throughput-steps", type=int, default=300, help="updates of each throughput run")
+    parser.add_argument("--max-steps", type=int, help="stop each training after this many updates (smoke tests)")
+    parser.add_argument("--limit", type=int, help="test images for every metric (default: all 10,000)")
+    parser.add_argument("--samples", type=int, help="generated images per metric (default: as many as test images)")
+    parser.add_argument("--images", type=Path, default=Path("docs/images"), help="where the grids go")
+    args = parser.parse_args()
+
+    base = ["ddpm", "--dataset", "mnist", "--seed", "0", "--quiet", "--device", args.device]
+    for flag, value in (("--lr", args.lr), ("--batch-size", args.batch_size)):
+        if value is not None:
+            base += [flag, str(value)]
+    for option in args.options:
+        base += ["--set", option]
+    length = [part for flag, value in (("--epochs", args.epochs), ("--max-steps", args.max_steps))
+              if value is not None for part in (flag, str(value))]
+    runs = {"main": args.run_dir / f"unconditional-{args.precision}",
+            "conditional": args.run_dir / f"conditional-{args.precision}"}
+    commands = {"main": [*base, *length, "--precision", args.precision],
+                "conditional": [*base, *length, "--precision", args.precision, "--set", "conditional=true"]}
+    minutes = {name: fit_once(path, commands[name]) for name, path in runs.items()}
+    args.images.mkdir(parents=True, exist_ok=True)
+    grids = {"unconditional": (runs["main"], args.images / "ddpm-mnist.png", ["-n", "64"])}
+    for weight in GUIDANCE:
+        grids[f"one row per class, guidance {weight}"] = (
+            runs["conditional"], args.images / f"ddpm-mnist-classes-w{weight}.png",
+            ["-n", str(CLASS_GRID), "--guidance", str(weight)])
+    for run_dir, path, flags in grids.values():
+        gentool("sample", "--run", str(run_dir), "--device", args.device, *flags, "--out", str(path))
+    throughput = {}
+    for precision in ("fp32", "bf16"):
+        path = args.run_dir / f"throughput-{precision}"
+        fit_once(path, [*base, "--precision", precision, "--epochs", "1", "--max-steps", str(args.throughput_steps)])
+        throughput[precision] = images_per_second(path)
+
+    timesteps = gt.load_run(runs["main"]).model.config.timesteps
+    samplers = {f"DDIM, {args.ddim_steps} steps": ("ddim", {"steps": str(args.ddim_steps)}),
+                f"ancestral, all {timesteps} steps": ("ddpm", {})}
+    measure = ["--run", str(runs["main"]), "--device", args.device, "--json"]
+    measure += ["--limit", str(args.limit)] if args.limit else []
+    measure += ["--k", str(args.samples)] if args.samples else []
+    timed = min(1000, args.samples or 1000)
+    quality = {}
+    for label, (sampler, options) in samplers.items():
+        flags = [part for key, value in options.items() for part in (f"--{key}", value)]
+        result = json.loads(gentool("evaluate", *measure, "--metric", "fid,kid,precision-recall",
+                                    "--sampler", sampler, *flags))
+        quality[label] = (result, sample_seconds(runs["main"], args.device, timed, sampler, options))
+
+    accuracy = {}
+    if "label-accuracy" in get_toolkit().metrics:
+        for weight in GUIDANCE:
+            accuracy[weight] = json.loads(gentool("evaluate", "--run", str(runs["conditional"]), *measure[2:],
+                                                  "--metric", "label-accuracy", "--guidance", str(weight)))
+
+    model = RunDir(runs["main"]).read_config()["model"]["config"]
+    described = ", ".join(f"{key}={value}" for key, value in model.items() if key != "conditional")
+    rows = RunDir(runs["main"]).metrics()
+    first = next(iter(quality.values()))[0]
+    print(f"# DDPM on MNIST; {machine(args.device)}, seed 0")
+    print(f"# model: {described}; {rows[-1]['epoch']} epochs ({rows[-1]['step']} steps) at {args.precision}, "
+          f"{minutes['main']:.1f} training minutes; test loss {rows[-1]['test_loss']:.4f}")
+    tested = f"the first {args.limit:,}" if args.limit else "all 10,000"
+    print(f"# {first['fid_k']:,} generated images per metric against {tested} test images; "
+          f"features: {first['fid_features']}")
+    print("| sampler | FID | KID | precision | recall | s per 1,000 images |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, (r, seconds) in quality.items():
+        print(f"| {label} | {r['fid']:.3f} | {r['kid']:.4f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+              f"{seconds:.2f} |")
+    (fast, fast_seconds), (slow, slow_seconds) = quality.values()
+    speedup, fid_change = slow_seconds / fast_seconds, fast["fid"] / slow["fid"] - 1
+    met = speedup >= SPEED_GOAL and abs(fid_change) <= FID_GOAL
+    print(f"\nDDIM speed-up {speedup:.1f}x, FID {fid_change:+.1%} against ancestral sampling "
+          f"(goal: >= {SPEED_GOAL:.0f}x, within {FID_GOAL:.0%}): {'met' if met else 'not met'}")
+
+    print(f"\n| training precision | images/s ({args.throughput_steps} updates) |")
+    print("| --- | ---: |")
+    for precision, rate in throughput.items():
+        print(f"| {precision} | {rate:,.0f} |")
+    print(f"\nbf16 / fp32: {throughput['bf16'] / throughput['fp32']:.2f}x; the measured run: "
+          f"{images_per_second(runs['main']):,.0f} images/s over all its epochs")
+
+    if accuracy:
+        print("\n| guidance | label accuracy |")
+        print("| ---: | --- |")
+        for weight, result in accuracy.items():
+            print(f"| {weight} | {', '.join(f'{k} {v}' for k, v in result.items() if k != 'settings')} |")
+    else:
+        print("\nlabel accuracy: skipped, no 'label-accuracy' metric is installed (gentool list-metrics)")
+    print(f"\nconditional run: {minutes['conditional']:.1f} training minutes")
+    print("grids: " + "; ".join(f"{what}: {path}" for what, (_, path, _) in grids.items()))
+    for name, path in runs.items():
+        print(f"- {name}: `gentool fit {' '.join(commands[name])} --run-dir {path}`")
+
+
+if __name__ == "__main__":
+    main()
