@@ -216,3 +216,16 @@ def test_a_run_directory_is_data_not_instructions(run, tmp_path):
     with pytest.warns(UserWarning, match=f"reading data set 'shapes' from {tmp_path / 'theirs'}, as .*config.json"):
         source = gt.load_run(run).data_source()
     assert source.download is False and not (tmp_path / "theirs").exists()
+
+
+def test_long_sampling_shows_progress_and_stops_cleanly_on_ctrl_c(tmp_path):
+    """A huge candidate budget: memory stays bounded, the work is shown, Ctrl-C ends it in one line."""
+    shutil.copytree(Path(__file__).parent / "fixtures" / "runs-0.1.0" / "dcgan", tmp_path / "dcgan")
+    process = subprocess.Popen([sys.executable, "-m", "gentoolkit", "sample", "--run", str(tmp_path / "dcgan"), "-n",
+                                "8", "--sampler", "ranking", "--candidates", "100000000", "--out",
+                                str(tmp_path / "best.png")], stderr=subprocess.PIPE, text=True)
+    assert process.stderr.readline().strip() == "ranking 100,000,000 candidates"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    rest = process.stderr.read()
+    assert "interrupted" in rest and "Traceback" not in rest and not (tmp_path / "best.png").exists()
