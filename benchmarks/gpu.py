@@ -41,7 +41,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -70,12 +70,19 @@ class Sizes:
     fid_images: int  # generated images, and real ones, per fid evaluation
     eval_batch: int  # images per metric batch (one batch is the untimed warm-up call)
     shapes: tuple[int, int] | None  # train and test images of the shapes data set (None: its default)
+    # --set options and batch size that shrink the glow and ddpm rows' models (empty: their default recipes)
+    small: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    small_batch: int | None = None
 
 
 FULL = Sizes(warmup=30, steps=3000, budget=5.0, dcgan_size=96, nll_k=5000, nll_images=1000,
              nll_max_floats=1 << 26, fid_images=10_000, eval_batch=500, shapes=None)
 QUICK = Sizes(warmup=2, steps=3, budget=2.0, dcgan_size=28, nll_k=8, nll_images=8,
-              nll_max_floats=1 << 20, fid_images=16, eval_batch=4, shapes=(384, 32))
+              nll_max_floats=1 << 20, fid_images=16, eval_batch=4, shapes=(384, 32),
+              small={"glow": ("steps=2", "hidden=16"),
+                     "ddpm": ("base_channels=8", "channel_mult=1,2", "res_blocks=1", "attention_levels=1",
+                              "timesteps=20")},
+              small_batch=16)
 
 
 @dataclass(frozen=True)
@@ -232,8 +239,12 @@ def rows(bench: Bench, variants: list[Variant]) -> list[Row]:
         if model not in models:
             table.append(Row(f"{model} fit", "all", partial(Result, measured="not installed")))
             continue
-        table += [Row(f"{model} fit: default recipe (batch {models.get(model).recipe.batch_size})", v.name,
-                      partial(bench.train, model, v)) for v in variants]
+        if model in sizes.small:
+            label, shrink = f"{model} fit: small ({', '.join(sizes.small[model])}; batch {sizes.small_batch})", \
+                dict(batch_size=sizes.small_batch, overrides=sizes.small[model])
+        else:
+            label, shrink = f"{model} fit: default recipe (batch {models.get(model).recipe.batch_size})", {}
+        table += [Row(label, v.name, partial(bench.train, model, v, **shrink)) for v in variants]
     table += [Row(f"nll: conv VAE, k={sizes.nll_k}, batch {sizes.eval_batch}, max_floats={sizes.nll_max_floats:,}",
                   v.name, partial(bench.nll, v)) for v in variants]
     table.append(Row("fid feature classifier: first use trains and caches it", "fp32", bench.classifier))

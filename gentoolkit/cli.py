@@ -462,12 +462,15 @@ def sample(ctx, model, run_dir, n, sampler, label, seed, out, nrow, scale, devic
     model, args = _sampler_args(ctx, model)
     run = _run_for(model, run_dir, device, best)
     name, options = _checked_sampler_options(run, sampler, args)
-    if folder:
-        batches = run.sample_batches(n, STREAMED_BATCH, sampler=name, seed=seed, options=options, label=label)
-        written = save_each(batches, Path(out), n, scale)
-    else:
-        samples = run.sample(n, sampler=name, seed=seed, options=options, label=label)
-        written = save_samples(samples, Path(out), force, nrow, scale, run.sampler(name, options).group)
+    from gentoolkit.phases import reporting
+
+    with reporting(stderr_console()):  # long sampling (many candidates, many steps) shows its progress
+        if folder:
+            batches = run.sample_batches(n, STREAMED_BATCH, sampler=name, seed=seed, options=options, label=label)
+            written = save_each(batches, Path(out), n, scale)
+        else:
+            samples = run.sample(n, sampler=name, seed=seed, options=options, label=label)
+            written = save_samples(samples, Path(out), force, nrow, scale, run.sampler(name, options).group)
     stderr_console().print(f"wrote {n} images from {run.path} to {', '.join(map(str, written))}", highlight=False)
 
 

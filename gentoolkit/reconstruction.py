@@ -17,7 +17,15 @@ from torch import Tensor
 
 from gentoolkit.data import to_unit
 from gentoolkit.errors import GentoolError
-from gentoolkit.interfaces import LatentEncoder, LatentModel, Model, Sampler, Samples, StandardNormalPrior
+from gentoolkit.interfaces import (
+    LatentEncoder,
+    LatentModel,
+    Model,
+    Sampler,
+    Samples,
+    StandardNormalPrior,
+    has_capability,
+)
 from gentoolkit.standard import eval_mode
 
 
@@ -168,7 +176,7 @@ class InterpolateSampler(FromData):
         path_labels = None if labels is None else labels[::steps]
         with eval_mode(model):
             if self.config.between == "data":
-                if not isinstance(model, LatentEncoder):
+                if not has_capability(model, LatentEncoder):
                     raise GentoolError(f"--between data needs a model with an encoder (LatentEncoder), and "
                                        f"'{model.name}' has none; use --between prior.")
                 pair_labels = None if path_labels is None else path_labels.repeat_interleave(2)
@@ -178,7 +186,7 @@ class InterpolateSampler(FromData):
             else:
                 start, end = model.sample_latent(paths, generator), model.sample_latent(paths, generator)
             spherical = self.config.path == "spherical" or (self.config.path == "auto"
-                                                             and isinstance(model, StandardNormalPrior))
+                                                             and has_capability(model, StandardNormalPrior))
             t = torch.linspace(0, 1, steps, device=start.device, dtype=start.dtype)
             codes = (slerp if spherical else lerp)(start, end, t).flatten(0, 1)  # paths*steps x ...
             image_labels = None if path_labels is None else path_labels.repeat_interleave(steps)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gentoolkit import DiscriminatorScored, GentoolError, LatentModel, Model, Sampler, Samples, eval_mode
+from gentoolkit import DiscriminatorScored, GentoolError, LatentModel, Model, Sampler, Samples, eval_mode, phase
 from gentoolkit_ranking.candidates import scored_candidates
 
 
@@ -45,10 +45,11 @@ class RankingSampler(Sampler):
             raise GentoolError("the ranking sampler keeps the best of one pool of candidates; ask for one --label.")
         label = None if labels is None else labels[0]
         images = scores = None
-        with eval_mode(model):
+        with eval_mode(model), phase(f"ranking {candidates:,} candidates", total=candidates) as progress:
             for start in range(0, candidates, self.config.batch_size):
                 count = min(self.config.batch_size, candidates - start)
                 batch, batch_scores = scored_candidates(model, count, label, generator)
+                progress.advance(count)
                 if images is not None:
                     batch = torch.cat([images, batch])
                     batch_scores = torch.cat([scores, batch_scores])
