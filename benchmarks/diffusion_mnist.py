@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-import torch
-from shared import fit_once, gentool, machine
+from shared import fit_once, gentool, machine, synchronize
 
 import gentoolkit.api as gt
 from gentoolkit.registry import get_toolkit
@@ -42,15 +42,10 @@ def sample_seconds(run_dir: Path, device: str, n: int, sampler: str, options: di
     """Seconds per 1,000 images for ``n`` images drawn with the sampler, after a warm-up draw."""
     run = gt.load_run(run_dir, device)
     run.sample(2, sampler=sampler, options=options)
-
-    def synchronize() -> None:
-        if run.device.type == "cuda":
-            torch.cuda.synchronize(run.device)
-
-    synchronize()
+    synchronize(run.device)
     start = time.perf_counter()
     run.sample(n, sampler=sampler, options=options, seed=1)
-    synchronize()
+    synchronize(run.device)
     return (time.perf_counter() - start) * 1000 / n
 
 
@@ -93,7 +88,18 @@ def main() -> None:
             "conditional": args.run_dir / f"conditional-{args.precision}"}
     commands = {"main": [*base, *length, "--precision", args.precision],
                 "conditional": [*base, *length, "--precision", args.precision, "--set", "conditional=true"]}
+    sys.stdout.reconfigure(line_buffering=True)  # each table as soon as it is measured, also into a pipe
     minutes = {name: fit_once(path, commands[name]) for name, path in runs.items()}
+    model = RunDir(runs["main"]).read_config()["model"]["config"]
+    described = ", ".join(f"{key}={value}" for key, value in model.items() if key != "conditional")
+    rows = RunDir(runs["main"]).metrics()
+    print(f"# DDPM on MNIST; {machine(args.device)}, seed 0")
+    print(f"# model: {described}; {rows[-1]['epoch']} epochs ({rows[-1]['step']} steps) at {args.precision}: "
+          f"{minutes['main']:.1f} training minutes unconditional, {minutes['conditional']:.1f} conditional; "
+          f"test loss {rows[-1]['test_loss']:.4f}")
+    for name, path in runs.items():
+        print(f"- {name}: `gentool fit {' '.join(commands[name])} --run-dir {path}`")
+
     args.images.mkdir(parents=True, exist_ok=True)
     grids = {"unconditional": (runs["main"], args.images / "ddpm-mnist.png", ["-n", "64"])}
     for weight in GUIDANCE:
@@ -101,12 +107,20 @@ def main() -> None:
             runs["conditional"], args.images / f"ddpm-mnist-classes-w{weight}.png",
             ["-n", str(CLASS_GRID), "--guidance", str(weight)])
     for run_dir, path, flags in grids.values():
-        gentool("sample", "--run", str(run_dir), "--device", args.device, *flags, "--out", str(path))
+        gentool("sample", "--run", str(run_dir), "--device", args.device, *flags, "--out", str(path), "--force")
+    print("\ngrids (DDIM, 50 steps): " + "; ".join(f"{what}: {path}" for what, (_, path, _) in grids.items()))
+
     throughput = {}
     for precision in ("fp32", "bf16"):
         path = args.run_dir / f"throughput-{precision}"
         fit_once(path, [*base, "--precision", precision, "--epochs", "1", "--max-steps", str(args.throughput_steps)])
         throughput[precision] = images_per_second(path)
+    print(f"\n| training precision | images/s ({args.throughput_steps} updates) |")
+    print("| --- | ---: |")
+    for precision, rate in throughput.items():
+        print(f"| {precision} | {rate:,.0f} |")
+    print(f"\nbf16 / fp32: {throughput['bf16'] / throughput['fp32']:.2f}x; the measured run: "
+          f"{images_per_second(runs['main']):,.0f} images/s over all its epochs")
 
     timesteps = gt.load_run(runs["main"]).model.config.timesteps
     samplers = {f"DDIM, {args.ddim_steps} steps": ("ddim", {"steps": str(args.ddim_steps)}),
@@ -121,22 +135,9 @@ def main() -> None:
         result = json.loads(gentool("evaluate", *measure, "--metric", "fid,kid,precision-recall",
                                     "--sampler", sampler, *flags))
         quality[label] = (result, sample_seconds(runs["main"], args.device, timed, sampler, options))
-
-    accuracy = {}
-    if "label-accuracy" in get_toolkit().metrics:
-        for weight in GUIDANCE:
-            accuracy[weight] = json.loads(gentool("evaluate", "--run", str(runs["conditional"]), *measure[2:],
-                                                  "--metric", "label-accuracy", "--guidance", str(weight)))
-
-    model = RunDir(runs["main"]).read_config()["model"]["config"]
-    described = ", ".join(f"{key}={value}" for key, value in model.items() if key != "conditional")
-    rows = RunDir(runs["main"]).metrics()
     first = next(iter(quality.values()))[0]
-    print(f"# DDPM on MNIST; {machine(args.device)}, seed 0")
-    print(f"# model: {described}; {rows[-1]['epoch']} epochs ({rows[-1]['step']} steps) at {args.precision}, "
-          f"{minutes['main']:.1f} training minutes; test loss {rows[-1]['test_loss']:.4f}")
     tested = f"the first {args.limit:,}" if args.limit else "all 10,000"
-    print(f"# {first['fid_k']:,} generated images per metric against {tested} test images; "
+    print(f"\n# {first['fid_k']:,} generated images per metric against {tested} test images; "
           f"features: {first['fid_features']}")
     print("| sampler | FID | KID | precision | recall | s per 1,000 images |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -149,25 +150,15 @@ def main() -> None:
     print(f"\nDDIM speed-up {speedup:.1f}x, FID {fid_change:+.1%} against ancestral sampling "
           f"(goal: >= {SPEED_GOAL:.0f}x, within {FID_GOAL:.0%}): {'met' if met else 'not met'}")
 
-    print(f"\n| training precision | images/s ({args.throughput_steps} updates) |")
-    print("| --- | ---: |")
-    for precision, rate in throughput.items():
-        print(f"| {precision} | {rate:,.0f} |")
-    print(f"\nbf16 / fp32: {throughput['bf16'] / throughput['fp32']:.2f}x; the measured run: "
-          f"{images_per_second(runs['main']):,.0f} images/s over all its epochs")
-
-    if accuracy:
-        print("\n| guidance | label accuracy |")
-        print("| ---: | --- |")
-        for weight, result in accuracy.items():
-            print(f"| {weight} | {', '.join(f'{k} {v}' for k, v in result.items() if k != 'settings')} |")
-    else:
+    if "label-accuracy" not in get_toolkit().metrics:
         print("\nlabel accuracy: skipped, no 'label-accuracy' metric is installed (gentool list-metrics)")
-    print(f"\nconditional run: {minutes['conditional']:.1f} training minutes")
-    print("grids: " + "; ".join(f"{what}: {path}" for what, (_, path, _) in grids.items()))
-    for name, path in runs.items():
-        print(f"- {name}: `gentool fit {' '.join(commands[name])} --run-dir {path}`")
-
+        return
+    print(f"\n| guidance | label accuracy ({first['fid_k']:,} images, DDIM, {args.ddim_steps} steps) |")
+    print("| ---: | ---: |")
+    for weight in GUIDANCE:
+        result = json.loads(gentool("evaluate", "--run", str(runs["conditional"]), *measure[2:], "--metric",
+                                    "label-accuracy", "--guidance", str(weight), "--steps", str(args.ddim_steps)))
+        print(f"| {weight} | {result['label_accuracy']:.3f} |")
 
 if __name__ == "__main__":
     main()
