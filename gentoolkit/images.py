@@ -41,7 +41,7 @@ def check_output_path(path: Path, force: bool = False, option: str = "--out") ->
     if not os.access(folder, os.W_OK):
         raise GentoolError(f"{option} {path}: folder {folder} is not writable.")
     if path.exists():
-        run = next((p for p in (folder, *folder.parents) if RunDir(p).holds_run()), None)
+        run = RunDir.enclosing(folder)
         if run is not None:
             raise GentoolError(f"{option} {path}: that file belongs to the run in {run}; a run's files are never "
                                "overwritten. Write it elsewhere.")
@@ -61,7 +61,7 @@ def check_output_folder(folder: Path, force: bool = False, option: str = "--out"
         raise GentoolError(f"{option} {folder}/: folder {folder.parent} does not exist; create it first.")
     if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
         raise GentoolError(f"{option} {folder}/: {folder if folder.exists() else folder.parent} is not writable.")
-    run = next((p for p in (folder, *folder.parents) if RunDir(p).holds_run()), None)
+    run = RunDir.enclosing(folder)
     if run is not None:
         raise GentoolError(f"{option} {folder}/: that folder is inside the run in {run}; write images elsewhere.")
     if not force and folder.is_dir() and any(p.stem.isdigit() for p in folder.iterdir()):

@@ -248,13 +248,11 @@ class RunDir:
                                f"replace the run's own files ({', '.join(self.OWN)}) or leave the folder.")
         return self.path / name
 
-    def owns(self, path: str | Path) -> bool:
-        """Whether ``path`` is one of this run's files or inside its folder."""
-        try:
-            Path(path).resolve().relative_to(self.path.resolve())
-        except ValueError:
-            return False
-        return True
+    @classmethod
+    def enclosing(cls, path: str | Path) -> RunDir | None:
+        """The run directory ``path`` is, or is inside, if any: where no output may be written over."""
+        path = Path(path)
+        return next((cls(p) for p in (path, *path.parents) if cls(p).holds_run()), None)
 
 
 def _read_lock(path: Path) -> dict[str, Any]:
