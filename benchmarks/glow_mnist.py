@@ -61,7 +61,7 @@ def main() -> None:
     args.images.mkdir(parents=True, exist_ok=True)
     grids = {t: args.images / f"glow-mnist-t{t}.png" for t in TEMPERATURES}
     for temperature, grid in grids.items():
-        gentool("sample", *run, "-n", "64", "--temperature", str(temperature), "--out", str(grid))
+        gentool("sample", *run, "-n", "64", "--temperature", str(temperature), "--out", str(grid), "--force")
     rows = RunDir(args.run_dir).metrics()
     plot = args.images / "glow-mnist-bits.png"
     curves = {split: [{"epoch": row["epoch"], "bits_per_dim": row[f"{split}_bits_per_dim"]} for row in rows]

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 import typing
 import warnings
@@ -528,15 +529,18 @@ def evaluate(ctx, model, run_dir, metrics, k, split, batch_size, limit, seed, de
     model, args = _sampler_args(ctx, model)
     run = _run_for(model, run_dir, device, best)
     sampler_name, options = _checked_sampler_options(run, sampler, args)
+    started = time.perf_counter()
     results = run.evaluate(names, k=k, split=split, batch_size=batch_size, seed=seed, overrides=overrides,
                            limit=limit, sampler=sampler_name, sampler_options=options, progress=not quiet)
+    seconds = round(time.perf_counter() - started, 2)
     settings = {"run": str(run.path), "model": run.config.model.name, "metrics": names,
                 "k": k, "split": split, "limit": limit, "seed": seed, "weights": run.weights,
-                "set": list(overrides), "sampler": sampler_name, "sampler_options": options}
+                "set": list(overrides), "sampler": sampler_name, "sampler_options": options, "seconds": seconds}
     if as_json:
         click.echo(json.dumps({**results, "settings": settings}))
         return
-    table = Table("metric", "value", title=f"{settings['model']} ({run.path}, {split} split)")
+    table = Table("metric", "value", title=f"{settings['model']} ({run.path}, {split} split)",
+                  caption=f"evaluated in {seconds:.1f} s")
     for key, value in results.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     stdout_console().print(table)

@@ -11,6 +11,7 @@ without making anyone read it.
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
@@ -82,19 +83,23 @@ def reporting(console: Console) -> Iterator[None]:
 
 
 class _LineReporter:
-    """One line per phase, when it starts: what a log needs to say what is going on."""
+    """One line per phase when it starts, and one with its time when an outermost phase (a metric)
+    ends: what a log needs to say what is going on and what it cost."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
 
-    def start(self, path: tuple[str, ...], total: int | None) -> None:
+    def start(self, path: tuple[str, ...], total: int | None) -> tuple[tuple[str, ...], float]:
         self.console.print(" › ".join(path), highlight=False, markup=False)
+        return path, time.perf_counter()
 
     def advance(self, task: object, amount: int) -> None:
         pass
 
-    def finish(self, task: object) -> None:
-        pass
+    def finish(self, task: tuple[tuple[str, ...], float]) -> None:
+        path, started = task
+        if len(path) == 1:
+            self.console.print(f"{path[0]}: {time.perf_counter() - started:.1f} s", highlight=False, markup=False)
 
 
 class _RichReporter:

@@ -158,10 +158,13 @@ def test_csv_logs_steps_and_epochs_and_a_resumed_run_writes_what_a_straight_one_
         ("3", "1", True, False), ("6", "1", True, False), ("8", "1", False, True), ("9", "2", True, False),
         ("12", "2", True, False), ("15", "2", True, False), ("16", "2", False, True)]
     assert rows("resumed") == [{**r, "partial": ""} for r in straight]  # the partial epoch's row was replaced
+
+
 def test_evaluate_json_and_show(gentool, tmp_path):
     gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--quiet", "--run-dir", "r")
     out = json.loads(gentool("evaluate", "--run", "r", "--metric", "pixel-nll", "--json").stdout)
     assert out["nll"] > 0 and out["settings"]["split"] == "test"
+    assert out["settings"]["seconds"] >= 0  # how long the evaluation took, as the table's caption says
     shown = gentool("show", "r", "--plot", "curve.png").output
     assert "test_loss" in shown and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     one_line_error(gentool("evaluate", "--run", "r", "--metric", "nope", ok=False), "unknown metric 'nope'")
@@ -234,10 +237,13 @@ def test_evaluate_shows_each_phase_of_the_likelihood_metrics(gentool):
     gentool("fit", "vae", "--dataset", "shapes", "--max-steps", "2", "--quiet", "--run-dir", "vae",
             "--set", "data.train_size=256", "--set", "data.test_size=64", "--set", "hidden=16", "--set", "latent_dim=2")
     result = gentool("evaluate", "--run", "vae", "--metric", "elbo,nll,recon", "--k", "3", "--limit", "16")
-    assert result.stderr.splitlines() == [
+    lines = result.stderr.splitlines()
+    timed = [line for line in lines if re.fullmatch(r".+: \d+\.\d s", line)]
+    assert [line.rpartition(":")[0] for line in timed] == ["loading data set 'shapes'", "elbo", "nll", "recon"]
+    assert [line for line in lines if line not in timed] == [
         "loading data set 'shapes'", "elbo", "elbo › the ELBO of 16 images",
         "nll", "nll › log p(x) of 16 images, 3 importance samples each", "recon", "recon › reconstructing 16 images"]
-    assert "elbo" in result.stdout and "nll" in result.stdout
+    assert "elbo" in result.stdout and "nll" in result.stdout and "evaluated in" in result.stdout
 
 
 # ------------------------------------------------------------ config files

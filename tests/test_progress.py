@@ -27,11 +27,13 @@ def test_phases_cost_nothing_and_show_nothing_unless_reported(capsys):
     assert capsys.readouterr() == ("", "")
 
 
-def test_elsewhere_than_a_terminal_each_phase_is_one_line_naming_the_phases_it_is_in():
+def test_elsewhere_than_a_terminal_each_phase_is_one_line_naming_the_phases_it_is_in_and_a_metric_ends_timed():
     out = io.StringIO()
     with reporting(Console(file=out, force_terminal=False, width=200)):
         work()
-    assert out.getvalue().splitlines() == ["fid", "fid › generating 6 images", "fid › comparing"]
+    *lines, took = out.getvalue().splitlines()
+    assert lines == ["fid", "fid › generating 6 images", "fid › comparing"]
+    assert re.fullmatch(r"fid: \d+\.\d s", took)  # an outermost phase (a metric) ends with its time
 
 
 def test_on_a_terminal_each_phase_is_a_row_with_its_count_and_time():
