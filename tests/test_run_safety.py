@@ -223,7 +223,10 @@ def test_long_sampling_shows_progress_and_stops_cleanly_on_ctrl_c(tmp_path):
     shutil.copytree(Path(__file__).parent / "fixtures" / "runs-0.1.0" / "dcgan", tmp_path / "dcgan")
     process = subprocess.Popen([sys.executable, "-m", "gentoolkit", "sample", "--run", str(tmp_path / "dcgan"), "-n",
                                 "8", "--sampler", "ranking", "--candidates", "100000000", "--out",
-                                str(tmp_path / "best.png")], stderr=subprocess.PIPE, text=True)
+                                str(tmp_path / "best.png")], stderr=subprocess.PIPE, text=True,
+                               # as from a terminal, even where the suite itself runs as a background job
+                               # (which starts its children with SIGINT ignored)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stderr.readline().strip() == "ranking 100,000,000 candidates"
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130
