@@ -227,8 +227,11 @@ def test_long_sampling_shows_progress_and_stops_cleanly_on_ctrl_c(tmp_path):
                                # as from a terminal, even where the suite itself runs as a background job
                                # (which starts its children with SIGINT ignored)
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert process.stderr.readline().strip() == "ranking 100,000,000 candidates"
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=120) == 130
+    try:
+        assert process.stderr.readline().strip() == "ranking 100,000,000 candidates"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130
+    finally:
+        process.kill()  # a failed check must not leave it drawing candidates for hours
     rest = process.stderr.read()
     assert "interrupted" in rest and "Traceback" not in rest and not (tmp_path / "best.png").exists()
