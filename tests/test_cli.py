@@ -11,6 +11,7 @@ import click
 import pytest
 import torch
 from click.testing import CliRunner
+from phase_log import phase_log
 from safetensors.torch import load_file
 
 from gentoolkit import optionfiles
@@ -237,10 +238,9 @@ def test_evaluate_shows_each_phase_of_the_likelihood_metrics(gentool):
     gentool("fit", "vae", "--dataset", "shapes", "--max-steps", "2", "--quiet", "--run-dir", "vae",
             "--set", "data.train_size=256", "--set", "data.test_size=64", "--set", "hidden=16", "--set", "latent_dim=2")
     result = gentool("evaluate", "--run", "vae", "--metric", "elbo,nll,recon", "--k", "3", "--limit", "16")
-    lines = result.stderr.splitlines()
-    timed = [line for line in lines if re.fullmatch(r".+: \d+\.\d s", line)]
-    assert [line.rpartition(":")[0] for line in timed] == ["loading data set 'shapes'", "elbo", "nll", "recon"]
-    assert [line for line in lines if line not in timed] == [
+    started, timed = phase_log(result.stderr)
+    assert timed == ["loading data set 'shapes'", "elbo", "nll", "recon"]
+    assert started == [
         "loading data set 'shapes'", "elbo", "elbo › the ELBO of 16 images",
         "nll", "nll › log p(x) of 16 images, 3 importance samples each", "recon", "recon › reconstructing 16 images"]
     assert "elbo" in result.stdout and "nll" in result.stdout and "evaluated in" in result.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 import sys
 import time
 import types
@@ -14,6 +13,7 @@ import types
 import pytest
 import torch
 import toy_plugin
+from phase_log import phase_log
 from torch import Tensor, nn
 
 import gentoolkit.api as gt
@@ -455,10 +455,9 @@ def test_gentool_evaluate_says_what_it_does_one_line_per_phase(cache, tmp_path):
         result = invoke_gentool("evaluate", "--run", tmp_path / "run", "--metric", "fid,kid", "--k", "64",
                                 "--limit", "100")
         assert result.exit_code == 0, result.output
-        lines = result.stderr.splitlines()
-        timed = [line for line in lines if re.fullmatch(r".+: \d+\.\d s", line)]  # the data set and each metric
-        assert [line.rpartition(":")[0] for line in timed] == ["loading data set 'tiny-shapes'", "fid", "kid"]
-        assert [line for line in lines if line not in timed] == [
+        started, timed = phase_log(result.stderr)
+        assert timed == ["loading data set 'tiny-shapes'", "fid", "kid"]  # the data set and each metric
+        assert started == [
             "loading data set 'tiny-shapes'",
             "fid", "fid › loading the feature classifier",
             "fid › training the feature classifier (once per data set)",
