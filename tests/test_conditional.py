@@ -198,6 +198,17 @@ def test_a_conditional_vae_draws_each_class_it_is_asked_for(cvae):
     assert results["label_accuracy_features"].startswith("classifier-")
 
 
+def test_a_conditional_vae_reconstructs_and_interpolates_real_images_of_a_class(cvae):
+    """The samplers that start from real images encode them with their labels (encode_latent(x, labels))."""
+    x = cvae.model.prepare(tiny_data().test[:3])
+    labels = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        assert torch.equal(cvae.model.encode_latent(x, labels), cvae.model.encode(x, labels)[0])
+    for sampler in ("reconstruct", "interpolate"):
+        drawn = cvae.sample(8, sampler=sampler, label=2, seed=0).images
+        assert drawn.shape[1:] == (1, 8, 8) and torch.isfinite(drawn).all()
+
+
 def test_likelihood_metrics_of_a_conditional_vae_use_the_true_labels(cvae):
     """nll is -log p(x | y) with each test image's own label: exactly the estimate of
     model.given(labels), and worse with the labels shifted; recon and elbo use them too."""

@@ -104,9 +104,10 @@ class VAE(Model):
         mu, logvar = self.encoder(self.joined(x, labels)).chunk(2, dim=1)  # N x L each
         return mu, logvar
 
-    def encode_latent(self, x: Tensor) -> Tensor:
-        """The mean of q(z|x): the code reconstructions and interpolations start from."""
-        return self.encode(x)[0]
+    def encode_latent(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The mean of q(z|x) (q(z|x, y) given labels): the code reconstructions and interpolations
+        start from."""
+        return self.encode(x, labels)[0]
 
     def reparameterize(self, mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A differentiable sample of q(z|x): mu + exp(logvar / 2) * eps."""
