@@ -145,7 +145,7 @@ class DDPM(Model):
         n / 9 steps early on, so short runs sample from well-trained weights too."""
         if self.ema is None:
             return
-        n = int(self.ema_updates)  # a sync, as the training loop makes one every step anyway
+        n = int(self.ema_updates)  # a host sync every step on an accelerator (the loop itself syncs every 32)
         decay = min(self.config.ema, (1 + n) / (10 + n))
         # one fused update of all tensors, as torch.optim.swa_utils does for its EMA
         torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
