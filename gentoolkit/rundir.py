@@ -250,8 +250,9 @@ class RunDir:
 
     @classmethod
     def enclosing(cls, path: str | Path) -> RunDir | None:
-        """The run directory ``path`` is, or is inside, if any: where no output may be written over."""
-        path = Path(path)
+        """The run directory ``path`` is, or is inside, if any: where no output may be written over.
+        Resolved first, so a relative path (``epoch-001.png`` from inside ``samples/``) is seen too."""
+        path = Path(path).resolve()
         return next((cls(p) for p in (path, *path.parents) if cls(p).holds_run()), None)
 
 

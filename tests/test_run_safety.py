@@ -74,6 +74,16 @@ def test_samples_never_overwrite_a_file_of_a_run(run, name):
     assert checksums(run) == before
 
 
+def test_relative_paths_from_inside_a_run_never_write_into_it(run, monkeypatch):
+    """The same protection when --out is relative to a folder of the run (samples/, say)."""
+    monkeypatch.chdir(run / "samples")
+    before = checksums(run)
+    one_line_error(gentool("sample", "--run", run, "-n", "4", "--out", "epoch-001.png", "--force", ok=None),
+                   "belongs to the run")
+    one_line_error(gentool("sample", "--run", run, "-n", "4", "--out", "mine/", ok=None), "is inside the run")
+    assert checksums(run) == before and not (run / "samples" / "mine").exists()
+
+
 def test_an_existing_file_is_overwritten_only_with_force(run, tmp_path):
     (tmp_path / "x.png").write_bytes(b"mine")
     one_line_error(gentool("sample", "--run", run, "-n", "4", "--out", "x.png", ok=None), "pass --force")
