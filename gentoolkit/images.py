@@ -78,8 +78,9 @@ def grid_columns(count: int, group: int = 1) -> int:
 def to_picture(images: torch.Tensor, nrow: int, scale: int = 1) -> Image.Image:
     """Images in [0, 1] as one Pillow image: a grid of ``nrow`` per row (one image when there is one),
     each pixel a ``scale`` x ``scale`` block, grey images kept grey."""
-    grid = images[0] if len(images) == 1 else make_grid(images.float().cpu(), nrow=nrow, padding=PADDING)
-    pixels = grid.float().cpu().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    images = images.float().cpu()
+    grid = images[0] if len(images) == 1 else make_grid(images, nrow=nrow, padding=PADDING)
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
     picture = Image.fromarray(pixels[0].numpy() if images.shape[1] == 1 else pixels.permute(1, 2, 0).numpy())
     return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST) if scale > 1 else picture
 
@@ -120,7 +121,7 @@ def save_each(batches: Iterable[Samples], folder: Path, count: int, scale: int =
     width = max(5, len(str(count - 1)))
     index, scores = 0, []
     for samples in batches:
-        for image in samples.images:
+        for image in samples.images.float().cpu():  # one copy from the device per batch, not per image
             write_picture(to_picture(image[None], 1, scale), folder / f"{index:0{width}d}.png")
             index += 1
         if samples.scores is not None:

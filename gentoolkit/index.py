@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,6 +94,8 @@ def load() -> Index:
     index = _read(expected)
     if index is not None:
         return index
+    import subprocess  # here: only a stale index needs it, not every --help and Tab
+
     try:
         subprocess.run([sys.executable, "-m", "gentoolkit.index"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=REFRESH_SECONDS, check=False)
