@@ -196,6 +196,13 @@ def test_ddim_with_eta_0_is_deterministic_given_the_noise():
         torch.testing.assert_close(sampler.sample(model, 4, torch.Generator().manual_seed(3)).images, first)
 
 
+def test_ddim_default_takes_all_steps_of_a_model_with_fewer_than_fifty():
+    model = tiny_ddpm().eval()  # T = 10
+    default = DDIMSampler().sample(model, 3, torch.Generator().manual_seed(0)).images
+    every_step = DDIMSampler(DDIMSampler.Config(steps=10)).sample(model, 3, torch.Generator().manual_seed(0)).images
+    torch.testing.assert_close(default, every_step)
+
+
 def test_sampler_options_are_checked():
     with pytest.raises(ValueError, match="--steps must be a positive integer"):
         DDIMSampler.Config(steps=0)

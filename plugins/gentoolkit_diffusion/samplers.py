@@ -92,14 +92,17 @@ class AncestralSampler(DiffusionSampler):
         return x
 
 
+DEFAULT_DDIM_STEPS = 50  # the usual count in Song et al.; a model with fewer steps uses all of them
+
+
 @dataclass
 class DDIMConfig(DiffusionSamplerConfig):
-    steps: int = 50  # denoising steps, spread evenly over 1..T (at most T)
+    steps: int | None = None  # denoising steps, spread evenly over 1..T; default 50, or T if fewer
     eta: float = 0.0  # noise of each step: 0 deterministic (DDIM), 1 as much as DDPM's
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.steps <= 0:
+        if self.steps is not None and self.steps <= 0:
             raise ValueError(f"--steps must be a positive integer, got {self.steps}")
         if not self.eta >= 0:
             raise ValueError(f"--eta must be 0 or more, got {self.eta}")
@@ -113,11 +116,12 @@ class DDIMSampler(DiffusionSampler):
 
     def denoise(self, model: NoisePredictor, x: Tensor, labels: Tensor | None, generator: torch.Generator) -> Tensor:
         diffusion = model.diffusion
-        if self.config.steps > diffusion.timesteps:
-            raise GentoolError(f"--steps {self.config.steps}: the model has only {diffusion.timesteps} "
+        steps = self.config.steps or min(DEFAULT_DDIM_STEPS, diffusion.timesteps)
+        if steps > diffusion.timesteps:
+            raise GentoolError(f"--steps {steps}: the model has only {diffusion.timesteps} "
                                "diffusion steps; use at most that many.")
         # tau_S > ... > tau_1 = 1, evenly spaced and distinct, then 0 where alpha_bar_0 = 1 leaves x0_hat
-        schedule = torch.linspace(diffusion.timesteps, 1, self.config.steps).round().long().tolist() + [0]
+        schedule = torch.linspace(diffusion.timesteps, 1, steps).round().long().tolist() + [0]
         for step, previous in itertools.pairwise(schedule):
             t = torch.full((len(x),), step, dtype=torch.long, device=x.device)
             eps = guided_noise(model, x, t, labels, self.config.guidance)
