@@ -7,7 +7,9 @@ Everything goes through the CLI, as a user would run it (existing runs in ``--ru
    same classifier features as the other benchmarks' rows) of DDIM with ``--ddim-steps`` steps
    against ancestral sampling with all T steps, and the seconds each takes per 1,000 images
    (``run.sample`` through the Python API after a warm-up draw, so start-up is not counted).
-   The goal: DDIM at least 10x faster with an FID within 20% of ancestral sampling's;
+   The goal: DDIM at least 10x faster with an FID within 20% of ancestral sampling's. Next to
+   them, ``dcgan`` trained for ``--dcgan-epochs`` epochs (pick them to match the DDPM run's
+   training minutes) and measured alike; the goal: DDPM's FID below DCGAN's;
 3. training throughput (images/s from metrics.jsonl) of ``--throughput-steps`` updates at
    ``--precision fp32`` against ``bf16``, in two short runs started alike;
 4. a class-conditional run (``--set conditional=true``), its label accuracy where a
@@ -15,8 +17,8 @@ Everything goes through the CLI, as a user would run it (existing runs in ``--ru
    one row per class, and one row per class at guidance 0, 1 and 3.
 
     GENTOOL_DATA_DIR=../shared/data python benchmarks/diffusion_mnist.py --device cuda --precision bf16
-    GENTOOL_DATA_DIR=../shared/data python benchmarks/diffusion_mnist.py --device cpu --epochs 1 \\
-        --set base_channels=32 --set channel_mult=1,2 --samples 1000 --limit 1000
+    GENTOOL_DATA_DIR=../shared/data python benchmarks/diffusion_mnist.py --device cpu --epochs 3 --lr 1e-3 \\
+        --set base_channels=16 --set res_blocks=1 --samples 500 --timed 100 --throughput-steps 50
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="stop each training after this many updates (smoke tests)")
     parser.add_argument("--limit", type=int, help="test images for every metric (default: all 10,000)")
     parser.add_argument("--samples", type=int, help="generated images per metric (default: as many as test images)")
+    parser.add_argument("--timed", type=int, default=1000, help="images each sampler draws for its speed")
+    parser.add_argument("--dcgan-epochs", type=int, default=5,
+                        help="epochs of the dcgan run measured beside DDPM (about its training minutes)")
     parser.add_argument("--images", type=Path, default=Path("docs/images"), help="where the grids go")
     args = parser.parse_args()
 
@@ -82,12 +87,15 @@ def main() -> None:
             base += [flag, str(value)]
     for option in args.options:
         base += ["--set", option]
-    length = [part for flag, value in (("--epochs", args.epochs), ("--max-steps", args.max_steps))
-              if value is not None for part in (flag, str(value))]
+    stop = ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    length = [*(["--epochs", str(args.epochs)] if args.epochs else []), *stop]
     runs = {"main": args.run_dir / f"unconditional-{args.precision}",
-            "conditional": args.run_dir / f"conditional-{args.precision}"}
+            "conditional": args.run_dir / f"conditional-{args.precision}",
+            "dcgan": args.run_dir / f"dcgan-{args.dcgan_epochs}ep"}
     commands = {"main": [*base, *length, "--precision", args.precision],
-                "conditional": [*base, *length, "--precision", args.precision, "--set", "conditional=true"]}
+                "conditional": [*base, *length, "--precision", args.precision, "--set", "conditional=true"],
+                "dcgan": ["dcgan", "--dataset", "mnist", "--seed", "0", "--quiet", "--device", args.device,
+                          "--epochs", str(args.dcgan_epochs), *stop]}
     sys.stdout.reconfigure(line_buffering=True)  # each table as soon as it is measured, also into a pipe
     minutes = {name: fit_once(path, commands[name]) for name, path in runs.items()}
     model = RunDir(runs["main"]).read_config()["model"]["config"]
@@ -95,7 +103,8 @@ def main() -> None:
     rows = RunDir(runs["main"]).metrics()
     print(f"# DDPM on MNIST; {machine(args.device)}, seed 0")
     print(f"# model: {described}; {rows[-1]['epoch']} epochs ({rows[-1]['step']} steps) at {args.precision}: "
-          f"{minutes['main']:.1f} training minutes unconditional, {minutes['conditional']:.1f} conditional; "
+          f"{minutes['main']:.1f} training minutes unconditional, {minutes['conditional']:.1f} conditional, "
+          f"dcgan {minutes['dcgan']:.1f}; "
           f"test loss {rows[-1]['test_loss']:.4f}")
     for name, path in runs.items():
         print(f"- {name}: `gentool fit {' '.join(commands[name])} --run-dir {path}`")
@@ -128,13 +137,12 @@ def main() -> None:
     measure = ["--run", str(runs["main"]), "--device", args.device, "--json"]
     measure += ["--limit", str(args.limit)] if args.limit else []
     measure += ["--k", str(args.samples)] if args.samples else []
-    timed = min(1000, args.samples or 1000)
     quality = {}
     for label, (sampler, options) in samplers.items():
         flags = [part for key, value in options.items() for part in (f"--{key}", value)]
         result = json.loads(gentool("evaluate", *measure, "--metric", "fid,kid,precision-recall",
                                     "--sampler", sampler, *flags))
-        quality[label] = (result, sample_seconds(runs["main"], args.device, timed, sampler, options))
+        quality[label] = (result, sample_seconds(runs["main"], args.device, args.timed, sampler, options))
     first = next(iter(quality.values()))[0]
     tested = f"the first {args.limit:,}" if args.limit else "all 10,000"
     print(f"\n# {first['fid_k']:,} generated images per metric against {tested} test images; "
@@ -149,6 +157,17 @@ def main() -> None:
     met = speedup >= SPEED_GOAL and abs(fid_change) <= FID_GOAL
     print(f"\nDDIM speed-up {speedup:.1f}x, FID {fid_change:+.1%} against ancestral sampling "
           f"(goal: >= {SPEED_GOAL:.0f}x, within {FID_GOAL:.0%}): {'met' if met else 'not met'}")
+    dcgan = json.loads(gentool("evaluate", "--run", str(runs["dcgan"]), *measure[2:], "--metric",
+                               "fid,kid,precision-recall"))
+    dcgan_seconds = sample_seconds(runs["dcgan"], args.device, args.timed, "prior", {})
+    print(f"\n| model, {first['fid_k']:,} images | training min | FID | KID | precision | recall | s per 1,000 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, trained, r, seconds in ((f"ddpm, DDIM {args.ddim_steps} steps", minutes["main"], fast, fast_seconds),
+                                        (f"dcgan, {args.dcgan_epochs} epochs", minutes["dcgan"], dcgan,
+                                         dcgan_seconds)):
+        print(f"| {label} | {trained:.1f} | {r['fid']:.3f} | {r['kid']:.4f} | {r['precision']:.3f} | "
+              f"{r['recall']:.3f} | {seconds:.2f} |")
+    print(f"\nDDPM FID below DCGAN's: {'met' if fast['fid'] < dcgan['fid'] else 'not met'}")
 
     if "label-accuracy" not in get_toolkit().metrics:
         print("\nlabel accuracy: skipped, no 'label-accuracy' metric is installed (gentool list-metrics)")
