@@ -7,7 +7,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ CONV_OPTIONS = ["--lr", "1e-3", "--lr-schedule", "cosine", *(arg for setting in 
 CONV_RECIPE = ["--epochs", "20", *CONV_OPTIONS]
 
 
-def gentool(*args: str) -> str:
-    """Run ``gentool ARGS`` in a fresh process; its stdout, or exit with its error."""
-    result = subprocess.run([sys.executable, "-m", "gentoolkit", *args], capture_output=True, text=True)
+def gentool(*args: str, launcher: Sequence[str] = ()) -> str:
+    """Run ``gentool ARGS`` in a fresh process (started by ``python LAUNCHER``, such as torchrun's
+    ``-m torch.distributed.run ...``, when given); its stdout, or exit with its error."""
+    result = subprocess.run([sys.executable, *launcher, "-m", "gentoolkit", *args], capture_output=True, text=True)
     if result.returncode:
         sys.exit(result.stderr)
     return result.stdout

@@ -28,6 +28,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from gentoolkit.distributed import average_gradients
+
 
 @dataclass
 class NoConfig:
@@ -360,6 +362,7 @@ class Trainer(Component, ABC):
             return
         scaler = self.grad_scaler
         (scaler.scale(loss) if scaler else loss).backward()
+        average_gradients(optimizer)  # under torchrun: clip and step on the average over all processes
         if clip > 0:
             if scaler:
                 scaler.unscale_(optimizer)
