@@ -1,6 +1,7 @@
-"""Every speed benchmark on one device, each in fp32, in bf16 and compiled: one Markdown table.
+"""Every speed benchmark on one device, each in fp32, channels-last, bf16 and compiled: one Markdown table.
 
-Rows, each timed three ways (fp32; ``--precision bf16`` autocast; fp32 with ``--compile``):
+Rows, each timed four ways, one lever at a time (fp32 with contiguous NCHW weights;
+fp32 with ``--channels-last``; ``--precision bf16`` autocast; fp32 with ``--compile``):
 
 - vae: ``gentool fit vae``'s default recipe (the article's MLP, batch 128): training
   images/s, and the seconds an epoch of the training split takes at that rate;
@@ -28,6 +29,10 @@ On a GPU (MNIST's raw files in ./.gpu-data/MNIST/raw):
 On a CPU, as the test suite does (procedural data, smallest sizes):
 
     python benchmarks/gpu.py --device cpu --quick --dataset shapes
+
+The levers on a CPU, on the rows a CPU can run at full size:
+
+    python benchmarks/gpu.py --device cpu --only vae,dcgan --out cpu-levers.md
 """
 
 from __future__ import annotations
@@ -92,10 +97,12 @@ class Variant:
     name: str
     precision: str  # autocast precision, as --precision
     compile: bool  # as --compile
+    channels_last: bool = False  # as --channels-last; the others train contiguous, whatever the model prefers
 
 
-VARIANTS = {v.name: v for v in (Variant("fp32", "fp32", False), Variant("bf16", "bf16", False),
-                                Variant("compile", "fp32", True))}
+VARIANTS = {v.name: v for v in (Variant("fp32", "fp32", False), Variant("channels_last", "fp32", False, True),
+                                Variant("bf16", "bf16", False), Variant("compile", "fp32", True))}
+ROWS = ("vae", "dcgan", "glow", "ddpm", "nll", "fid")  # what --only chooses from: each row's first word
 
 
 @dataclass
@@ -136,7 +143,8 @@ class Bench:
             if self.dataset == "shapes" and self.sizes.shapes else []
         return gt.fit(model, self.dataset, data_dir=self.data_dir, download=False, image_size=image_size,
                       batch_size=batch_size, epochs=10_000, max_steps=max_steps, device=str(self.device),
-                      precision=variant.precision, compile=self.compiles(variant), runs_dir=self.runs,
+                      precision=variant.precision, compile=self.compiles(variant),
+                      channels_last=variant.channels_last, runs_dir=self.runs,
                       overrides=[*overrides, *data], callbacks=callbacks, progress=False)
 
     def compiles(self, variant: Variant) -> bool:
@@ -173,8 +181,11 @@ class Bench:
 
     @contextmanager
     def evaluation(self, run: gt.Run, variant: Variant) -> Iterator[gt.Run]:
-        """A fresh copy of ``run`` on the device, compiled and under autocast as ``variant`` says."""
+        """A fresh copy of ``run`` on the device, in the memory format, compiled and under autocast
+        as ``variant`` says."""
         fresh = gt.load_run(run.path, device=str(self.device))
+        if variant.channels_last:
+            fresh.model.to(memory_format=torch.channels_last)
         if self.compiles(variant):
             compile_networks(fresh.model)
         with torch.autocast(self.device.type, dtype=PRECISIONS[variant.precision],
@@ -305,19 +316,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smallest sizes and steps: a check, not a measurement")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"a comma-separated subset of "
                         f"{','.join(VARIANTS)} (default: all)")
+    parser.add_argument("--only", default=",".join(ROWS), help=f"a comma-separated subset of the rows "
+                        f"{','.join(ROWS)} (default: all)")
     parser.add_argument("--out", type=Path, help="also write the table here (rewritten after every row)")
     args = parser.parse_args()
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         parser.error(f"--variants: unknown {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     variants = [v for name, v in VARIANTS.items() if name in args.variants.split(",")]
+    only = set(args.only.split(","))
+    if only - set(ROWS):
+        parser.error(f"--only: unknown {', '.join(sorted(only - set(ROWS)))}; choose from {', '.join(ROWS)}")
     started = time.perf_counter()
     data_dir = gt.data_root(args.data_dir)  # before the cache folder moves below
     device = gt.resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XDG_CACHE_HOME"] = tmp  # empty: fid's classifier is trained (and timed) here, no cache touched
         bench = Bench(device, args.dataset, data_dir, QUICK if args.quick else FULL, Path(tmp) / "runs")
-        table = rows(bench, variants)
+        table = [row for row in rows(bench, variants) if row.benchmark.split()[0].rstrip(":") in only]
         failed = 0
         for done, row in enumerate(table, 1):
             failed += not measure(row)

@@ -422,8 +422,8 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
         batch_size: int | None = None, lr: float | None = None, max_steps: int | None = None,
         seed: int = 0, device: str = "auto", precision: str = "fp32", lr_schedule: str = "constant",
         patience: int | None = None, keep_best: bool = False, on_nan: str = "stop", compile: bool = False,
-        log_every: int = 50, objective: str | None = None, trainer: str | None = None,
-        callback_names: Sequence[str] = (),
+        channels_last: bool | None = None, log_every: int = 50, objective: str | None = None,
+        trainer: str | None = None, callback_names: Sequence[str] = (),
         run_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = RUNS_DIR,
         overrides: Sequence[str] = (), progress: bool = False,
         callbacks: Sequence[Callback] = ()) -> Run:
@@ -433,7 +433,8 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
     model config, ``trainer.key``, ``objective.key`` and ``data.key`` the others.
     ``callback_names`` switch on registered callbacks (``--callback``); ``callbacks``
     adds callback objects for this call only. ``compile`` compiles the model's networks with
-    torch.compile (docs/training.md). ``log_every`` is how many steps apart loggers (tensorboard,
+    torch.compile, and ``channels_last`` picks the memory format of its 4-D weights (None: the
+    model's preference; docs/training.md). ``log_every`` is how many steps apart loggers (tensorboard,
     csv, wandb) get the step metrics.
     """
     toolkit = get_toolkit()
@@ -441,7 +442,8 @@ def fit(model: str, dataset: str = "mnist", *, data_dir: str | os.PathLike | Non
                  epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                  device=device, objective=objective, trainer=trainer, overrides=overrides,
                  goals={"precision": precision, "lr_schedule": lr_schedule, "patience": patience,
-                        "keep_best": keep_best, "on_nan": on_nan, "compile": compile, "log_every": log_every},
+                        "keep_best": keep_best, "on_nan": on_nan, "compile": compile, "channels_last": channels_last,
+                        "log_every": log_every},
                  callbacks=callback_names)
     target = RunDir(run_dir) if run_dir else RunDir.new(runs_dir, plan.model.name)
     if target.path.exists() and not target.path.is_dir():

@@ -292,6 +292,8 @@ def _print_component(c: ComponentInfo) -> None:
               help="At a NaN/Inf loss: stop (keeping the last checkpoint) or skip that update and count it.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Compile the model's networks with torch.compile (slow first steps, faster after).")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="Keep convolution weights in channels-last (NHWC) memory; default: as the model prefers.")
 @click.option("--callback", "callback_names", multiple=True, metavar="NAME", shell_complete=_complete("callback"),
               help="Switch on a registered callback, e.g. tensorboard, csv or wandb (see gentool plugins).")
 @click.option("--log-every", type=int, default=50, show_default=True, metavar="N",
@@ -312,8 +314,8 @@ def _print_component(c: ComponentInfo) -> None:
               help="Train a new run with the config of this run; flags given here override it.")
 @click.pass_context
 def fit(ctx, model, dataset, data_dir, no_download, image_size, epochs, max_steps, batch_size, lr, seed,
-        device, precision, lr_schedule, patience, keep_best, on_nan, compile_, callback_names, log_every, objective,
-        trainer, run_dir, resume_dir, overrides, quiet, config_file, from_run) -> None:
+        device, precision, lr_schedule, patience, keep_best, on_nan, compile_, channels_last, callback_names, log_every,
+        objective, trainer, run_dir, resume_dir, overrides, quiet, config_file, from_run) -> None:
     """Train MODEL on a data set and save the run.
 
     With --resume RUN, only --epochs, --max-steps, --device, --precision, --callback and
@@ -341,7 +343,8 @@ def fit(ctx, model, dataset, data_dir, no_download, image_size, epochs, max_step
         run = api.fit(model, dataset, data_dir=data_dir, download=not no_download, image_size=image_size,
                       epochs=epochs, batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                       device=device, precision=precision, lr_schedule=lr_schedule, patience=patience,
-                      keep_best=keep_best, on_nan=on_nan, compile=compile_, log_every=log_every,
+                      keep_best=keep_best, on_nan=on_nan, compile=compile_, channels_last=channels_last,
+                      log_every=log_every,
                       callback_names=callback_names, objective=objective, trainer=trainer, run_dir=run_dir,
                       overrides=overrides, progress=not quiet)
     if not quiet:

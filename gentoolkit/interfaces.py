@@ -136,6 +136,10 @@ class Model(nn.Module, Component, ABC):
     grid_sampler: ClassVar[str | None] = None
     grid_options: ClassVar[Mapping[str, Any]] = {}
     recipe: ClassVar[Recipe] = Recipe()
+    # train with 4-D weights in channels-last (NHWC) memory unless --no-channels-last: for conv
+    # nets it measures faster (docs/benchmarks.md); a model that reshapes feature maps with
+    # .view() must keep False, since a channels-last tensor cannot be viewed across channels
+    channels_last: ClassVar[bool] = False
     # > 0 for a class-conditional model: it receives the labels of every batch it trains on,
     # and samplers pass the labels asked for (``gentool sample --label N``) on to it
     num_classes: int = 0

@@ -83,7 +83,8 @@ def run_options(config: RunConfig) -> dict[str, Any]:
             "max_steps": training.max_steps, "batch_size": training.batch_size, "lr": training.lr,
             "seed": training.seed, "precision": training.precision, "lr_schedule": training.lr_schedule,
             "patience": training.patience, "keep_best": training.keep_best, "on_nan": training.on_nan,
-            "compile_": training.compile, "log_every": training.log_every, "callback_names": list(config.callbacks),
+            "compile_": training.compile, "channels_last": training.channels_last,
+            "log_every": training.log_every, "callback_names": list(config.callbacks),
             "objective": config.objective.name, "trainer": config.trainer.name, "overrides": sets}
 
 

@@ -58,6 +58,7 @@ class TrainingOptions:
     keep_best: bool = False  # also keep the weights of the best epoch in best.safetensors
     on_nan: str = "stop"  # stop at a NaN/Inf loss, or skip that update and count it
     compile: bool = False  # compile the model's networks with torch.compile (same losses, faster steps)
+    channels_last: bool | None = None  # 4-D weights in channels-last (NHWC) memory; None: as the model prefers
     log_every: int = 50  # steps between the numbers loggers (tensorboard, csv, wandb) get; metrics.jsonl is per epoch
 
     def __post_init__(self) -> None:
@@ -266,6 +267,8 @@ class TrainingLoop:
         # reading is free (the CPU), a step's metrics decide a skip (--on-nan skip) or processes vote.
         self.first_bad = torch.zeros((), dtype=torch.long, device=device)
         self.check_every_step = device.type == "cpu" or options.on_nan == "skip" or group.enabled
+        if model.channels_last if options.channels_last is None else options.channels_last:
+            model.to(memory_format=torch.channels_last)  # convolutions then compute in NHWC as well
         if options.compile:
             compile_networks(model)
 

@@ -17,10 +17,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?(?:e[+-]\d+)?")
 
 
-def quick_run(variants: str, out: Path) -> list[list[str]]:
+def quick_run(variants: str, out: Path, *options: str) -> list[list[str]]:
     """Run the script on one CPU thread, on the shapes data set; the table's rows, split into cells."""
     result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--dataset", "shapes",
-                             "--variants", variants, "--out", str(out)],
+                             "--variants", variants, "--out", str(out), *options],
                             capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     assert out.read_text() == result.stdout  # the file the lead copies back holds what was printed
@@ -40,7 +40,7 @@ def positive(cell: str) -> float:
     return value
 
 
-@pytest.mark.parametrize("variants", ["fp32,bf16", pytest.param("compile", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("variants", ["fp32,channels_last,bf16", pytest.param("compile", marks=pytest.mark.slow)])
 def test_quick_cpu_run_has_every_row_with_positive_numbers(variants, tmp_path):
     rows = quick_run(variants, tmp_path / "table.md")
     names = variants.split(",")
@@ -63,3 +63,9 @@ def test_quick_cpu_run_has_every_row_with_positive_numbers(variants, tmp_path):
             positive(time)
         if not benchmark.startswith("fid feature classifier"):
             positive(warmup)
+
+
+def test_only_measures_the_rows_asked_for(tmp_path):
+    rows = quick_run("channels_last", tmp_path / "table.md", "--only", "dcgan,fid")
+    assert [row[0].split()[0] for row in rows] == ["dcgan", "fid", "fid:"]
+    assert not any(cell.startswith("error") for row in rows for cell in row), rows

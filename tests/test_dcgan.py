@@ -13,6 +13,7 @@ from torch import nn
 
 import gentoolkit.api as gt
 from gentoolkit import (
+    Callback,
     DataOptions,
     Dataset,
     DiscriminatorScored,
@@ -246,6 +247,25 @@ def test_state_dict_round_trips_through_a_checkpoint():
         assert torch.equal(weights[key], weights2[key]), key
 
 
+def test_channels_last_memory_gives_the_losses_and_gradients_of_contiguous_memory():
+    """DCGAN trains channels-last by default: within float32 rounding it is the same computation."""
+    contiguous, channels_last = small(), small().to(memory_format=torch.channels_last)
+    assert not channels_last.netd[2].weight.is_contiguous()  # 16 x 8 x 4 x 4, now NHWC
+    x, z = contiguous.prepare(real_batch(16)), torch.randn(16, 100, 1, 1, generator=torch.Generator().manual_seed(2))
+    losses = []
+    for model in (contiguous, channels_last):
+        objective = GANObjective()
+        d = objective.discriminator_loss(model, x, model.netg(z).detach()).value
+        g = objective.generator_loss(model, model.netg(z)).value
+        (d + g).backward()
+        losses.append((d, g, [p.grad.clone() for p in model.parameters()]))
+    (d1, g1, grads1), (d2, g2, grads2) = losses
+    torch.testing.assert_close(d2, d1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-6)
+    for one, two in zip(grads1, grads2, strict=True):
+        torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-5)
+
+
 def test_trainer_rejects_a_model_without_netg_and_netd():
     class Plain(nn.Module):
         name = "plain"
@@ -283,3 +303,26 @@ def test_fit_resume_and_rank_through_the_api(tmp_path):
                                                        options={"candidates": 20, "batch_size": 8})
     assert samples.images.shape == (6, 1, 28, 28)
     assert torch.all(samples.scores[:-1] >= samples.scores[1:])
+
+
+class MemoryFormat(Callback):
+    """Records whether the discriminator's convolutions with several input channels train channels-last
+    (one with one input channel is both formats at once)."""
+
+    def on_fit_start(self, loop) -> None:
+        weight = next(p for p in loop.model.netd.parameters() if p.dim() == 4 and p.shape[1] > 1)
+        self.channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+@pytest.mark.parametrize("choice, expected", [(None, True), (False, False)])
+def test_fit_trains_channels_last_unless_told_not_to_and_resumes(tmp_path, choice, expected):
+    plugin = types.SimpleNamespace(register_datasets=hookimpl(lambda register: register(Noise28)))
+    seen = MemoryFormat()
+    with toolkit_with(plugin):
+        gt.fit("dcgan", "noise28", epochs=1, batch_size=16, device="cpu", run_dir=tmp_path / "run",
+               channels_last=choice, overrides=["nz=16", "ngf=4", "ndf=4"], callbacks=[seen])
+        assert seen.channels_last is expected
+        resumed = gt.resume(tmp_path / "run", epochs=2, callbacks=[seen])
+    assert seen.channels_last is expected  # the run's own choice, kept in its config
+    assert [row["step"] for row in resumed.metrics] == [2, 4]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["channels_last"] == choice
