@@ -562,6 +562,8 @@ def show(run_dir, as_config, plot, force) -> None:
     from gentoolkit.plots import plot_metrics
 
     if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise GentoolError(f"--plot {plot}: the curves are drawn as a PNG; give a .png file name.")
         check_output_path(plot, force, option="--plot")
     run = api.load_run(run_dir)
     if as_config:

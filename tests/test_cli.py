@@ -434,6 +434,9 @@ def test_show_plot_draws_train_and_test_of_a_metric_on_one_axis(gentool, tmp_pat
     monkeypatch.setattr(gentoolkit.plots, "plot_metrics",
                         lambda series, keys, path, title: drawn.update(series=series, keys=keys, path=path))
     gentool("fit", "pixels", "--dataset", "stripes", "--epochs", "2", "--quiet", "--run-dir", "r")
+    for name in ("curves.jpg", "curves.safetensors"):
+        one_line_error(gentool("show", "r", "--plot", name, ok=False), f"--plot {name}: the curves are drawn as a PNG")
+    assert not drawn
     gentool("show", "r", "--plot", "curves.png")
     assert drawn["keys"] == ["loss", "nll"] and set(drawn["series"]) == {"train", "test"}
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
