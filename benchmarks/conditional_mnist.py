@@ -63,7 +63,8 @@ def main() -> None:
                                      "--k", str(args.k), "--device", device, "--json"))
         classes = gt.load_run(run_dir).config.image_spec.classes
         grid = args.images / f"conditional-{model}-{args.dataset}.png"
-        gentool("sample", "--run", str(run_dir), "-n", str(classes * classes), "--device", device, "--out", str(grid))
+        gentool("sample", "--run", str(run_dir), "-n", str(classes * classes), "--device", device, "--out", str(grid),
+                "--force")
         rows.append(f"| {model} | {args.epochs} | {results['label_accuracy']:.2%} | {results['fid']:.3f} | "
                     f"{minutes:.1f} | {grid} |")
         commands.append(f"`gentool fit {' '.join(fit_args)} --run-dir {run_dir}`")

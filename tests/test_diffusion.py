@@ -438,6 +438,12 @@ def test_ddpm_through_the_command_line(gentool, tmp_path):
     weights, state = load_file(run / "model.safetensors"), load_file(run / "trainer.safetensors")
     assert weights["ema_updates"].item() == 4 and any(k.startswith("ema.") for k in weights)
     assert any(".net." in k for k in state)  # the raw weights travel in the resume state
+    loaded = gt.load_run(run).model  # samples with the average it loaded, not with the raw weights
+    assert loaded.ema_ready and not loaded.training
+    x, t = torch.randn(2, *loaded.spec.shape), torch.tensor([3, 7])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict_noise(x, t), loaded.ema(x, t))
+        assert not torch.allclose(loaded.predict_noise(x, t), loaded.net(x, t))
 
     gentool("fit", "ddpm", *TINY_FIT, "--epochs", "1", "--run-dir", "halves")
     gentool("fit", "--resume", "halves", "--epochs", "2")

@@ -113,6 +113,13 @@ class DDPM(Model):
                         config.attention_levels, config.dropout, self.num_classes)
         self.ema = copy.deepcopy(self.net).requires_grad_(False) if config.ema > 0 else None
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        # whether the average has been updated, known on the host, so that sampling does not read
+        # ema_updates back from the device at every network call; loading weights sets it again
+        self.ema_ready = False
+        self.register_load_state_dict_post_hook(lambda module, keys: module.note_ema_state())
+
+    def note_ema_state(self) -> None:
+        self.ema_ready = self.ema is not None and bool(self.ema_updates > 0)
 
     def prepare(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Pixels k to x = k / 127.5 - 1 in [-1, 1], not dequantised: the decoder of the bound is
@@ -126,7 +133,7 @@ class DDPM(Model):
         been updated (a model trained by a trainer that keeps none samples with its raw weights).
         In training, ``label_dropout`` of the labels become "no label"."""
         net = self.net
-        if not self.training and self.ema is not None and self.ema_updates > 0:
+        if not self.training and self.ema_ready:
             net = self.ema
         if not self.num_classes:
             return net(xt, t)
@@ -142,14 +149,17 @@ class DDPM(Model):
     def update_ema(self) -> None:
         """ema <- d ema + (1 - d) raw with d = min(ema, (1 + n) / (10 + n)) after n updates, the
         warm-up of TensorFlow's ExponentialMovingAverage: the average covers about the last
-        n / 9 steps early on, so short runs sample from well-trained weights too."""
+        n / 9 steps early on, so short runs sample from well-trained weights too. Computed on
+        the device, so that an accelerator never waits for the host here."""
         if self.ema is None:
             return
-        n = int(self.ema_updates)  # a host sync every step on an accelerator (the loop itself syncs every 32)
-        decay = min(self.config.ema, (1 + n) / (10 + n))
-        # one fused update of all tensors, as torch.optim.swa_utils does for its EMA
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
+        n = self.ema_updates.float()
+        decay = torch.clamp((1 + n) / (10 + n), max=self.config.ema)
+        averages = list(self.ema.parameters())
+        torch._foreach_mul_(averages, decay)  # one fused operation over all tensors at a time
+        torch._foreach_add_(averages, torch._foreach_mul(list(self.net.parameters()), 1 - decay))
         self.ema_updates += 1
+        self.ema_ready = True
 
     # ------------------------------------------------------------- likelihood
 
