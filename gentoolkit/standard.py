@@ -91,9 +91,8 @@ class AdamTrainer(Trainer):
 
     def __init__(self, model: Model, objective: Any, config: Any, lr: float):
         super().__init__(model, objective, config, lr)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr,
-                                          betas=(self.config.beta1, self.config.beta2),
-                                          weight_decay=self.config.weight_decay)
+        self.optimizer = self.adam(model.parameters(), lr, betas=(self.config.beta1, self.config.beta2),
+                                   weight_decay=self.config.weight_decay)
 
     def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         loss = self._loss(x, labels)

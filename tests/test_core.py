@@ -315,3 +315,22 @@ def test_cli_exits_128_plus_signal_and_says_how_to_resume(toy_installed, tmp_pat
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code
     assert f"gentool fit --resume {tmp_path / 'r'}" in stderr and "Traceback" not in stderr
+
+
+def test_trainer_adam_is_fused_where_it_can_be_and_updates_as_adam_does():
+    from gentoolkit import Trainer
+
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3), torch.randn(3)]
+    fused = [torch.nn.Parameter(w.clone()) for w in weights]
+    plain = [torch.nn.Parameter(w.clone()) for w in weights]
+    optimizer = Trainer.adam(fused, 0.1, betas=(0.5, 0.9), weight_decay=0.01)
+    reference = torch.optim.Adam(plain, lr=0.1, betas=(0.5, 0.9), weight_decay=0.01)
+    assert optimizer.param_groups[0]["fused"] and not reference.param_groups[0]["fused"]
+    for step in range(3):
+        for params, opt in ((fused, optimizer), (plain, reference)):
+            opt.zero_grad()
+            sum(((p - step) ** 2).sum() for p in params).backward()
+            opt.step()
+    for one, two in zip(fused, plain, strict=True):
+        torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-6)

@@ -79,8 +79,8 @@ class AdversarialTrainer(Trainer):
                                "it needs a model with a generator 'netg' and a discriminator 'netd'.")
         betas = (self.config.beta1, self.config.beta2)
         lr_d = lr if self.config.lr_d is None else self.config.lr_d
-        self.optimizer_g = torch.optim.Adam(model.netg.parameters(), lr=lr, betas=betas)
-        self.optimizer_d = torch.optim.Adam(model.netd.parameters(), lr=lr_d, betas=betas)
+        self.optimizer_g = self.adam(model.netg.parameters(), lr, betas=betas)
+        self.optimizer_d = self.adam(model.netd.parameters(), lr_d, betas=betas)
         self.batches = 0  # batches seen, for d_every and g_every; saved so a resume keeps the rhythm
 
     def fakes(self, n: int, labels: Tensor | None) -> Tensor:

@@ -44,7 +44,7 @@ class EMAAdam(Trainer):
             raise GentoolError(f"trainer '{self.name}' needs a model that keeps a moving average of its weights "
                                f"(update_ema); '{model.name}' has none, so use --trainer adam.")
         trained = [p for p in model.parameters() if p.requires_grad]  # not the average itself
-        self.optimizer = torch.optim.Adam(trained, lr=lr)
+        self.optimizer = self.adam(trained, lr)
 
     def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         loss = self.objective.loss(self.model, *self._batch(x, labels))

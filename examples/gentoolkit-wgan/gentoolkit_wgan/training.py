@@ -90,8 +90,8 @@ class WGANGPTrainer(Trainer):
             raise GentoolError(f"trainer 'wgan-gp' does not work with model '{model.name}': "
                                "it needs a model with a generator 'netg' and a critic 'netd'.")
         betas = (self.config.beta1, self.config.beta2)
-        self.optimizer_g = torch.optim.Adam(model.netg.parameters(), lr=lr, betas=betas)
-        self.optimizer_d = torch.optim.Adam(model.netd.parameters(), lr=lr, betas=betas)
+        self.optimizer_g = self.adam(model.netg.parameters(), lr, betas=betas)
+        self.optimizer_d = self.adam(model.netd.parameters(), lr, betas=betas)
         self.critic_steps = 0  # saved, so a resumed run keeps the n_critic rhythm
 
     def train_step(self, x: Tensor) -> dict[str, Tensor]:
