@@ -337,6 +337,11 @@ class AdversarialObjective(Component, Requires, ABC):
 # ------------------------------------------------------------------ trainer
 
 
+def _stay_fused(optimizer: torch.optim.Optimizer) -> None:
+    for group in optimizer.param_groups:
+        group["fused"] = True
+
+
 class Trainer(Component, ABC):
     """Owns the optimisers and performs one update per batch; the loop around it is shared."""
 
@@ -360,13 +365,15 @@ class Trainer(Component, ABC):
     def adam(params: Iterable[nn.Parameter], lr: float, **options: Any) -> torch.optim.Adam:
         """``torch.optim.Adam`` with its fused kernel (one pass over each tensor for the whole
         update) where the parameters' device has one: the same update in less time
-        (docs/benchmarks.md). A run's optimiser state records the choice, so a run started
-        before keeps its own update when it resumes."""
+        (docs/benchmarks.md). A run saved by an unfused Adam resumes fused as well (loading
+        its state would otherwise turn the kernel off, half-way, under fp16 loss scaling)."""
         params = list(params)
         try:
-            return torch.optim.Adam(params, lr=lr, fused=True, **options)
+            optimizer = torch.optim.Adam(params, lr=lr, fused=True, **options)
         except RuntimeError:  # a device or dtype without the fused kernel
             return torch.optim.Adam(params, lr=lr, **options)
+        optimizer.register_load_state_dict_post_hook(_stay_fused)
+        return optimizer
 
     def optimize(self, optimizer: torch.optim.Optimizer, loss: Tensor, clip: float = 0.0) -> None:
         """Backward and step for one optimiser: gradient clipping when ``clip > 0``, loss

@@ -334,3 +334,9 @@ def test_trainer_adam_is_fused_where_it_can_be_and_updates_as_adam_does():
             opt.step()
     for one, two in zip(fused, plain, strict=True):
         torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-6)
+
+    saved = reference.state_dict()  # a run written before Adam was fused resumes fused
+    resumed = Trainer.adam(plain, 0.1, betas=(0.5, 0.9), weight_decay=0.01)
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["fused"] and resumed.state_dict()["state"][0]["step"] == 3
+    resumed.step()
