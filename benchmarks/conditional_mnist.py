@@ -8,7 +8,7 @@ above 95%; the classifier itself reads about 98% of the real test digits right),
 ``fid`` in the same classifier's feature space, with the classes drawn in turn (NOT an
 Inception FID; see docs/evaluation.md). Writes one grid per model with one row per class,
 ``docs/images/conditional-<model>-mnist.png``. A finished run is reused, so a second call
-only measures.
+only measures (a run with fewer epochs than --epochs is trained on to that many).
 
     GENTOOL_DATA_DIR=../shared/data python benchmarks/conditional_mnist.py --epochs 10
     GENTOOL_DATA_DIR=../shared/data python benchmarks/conditional_mnist.py --epochs 10 --device cuda
@@ -59,6 +59,9 @@ def main() -> None:
                     "--device", device, "--set", "conditional=true", *MODELS[model],
                     *(arg for setting in args.overrides for arg in ("--set", setting))]
         minutes = fit_once(run_dir, fit_args)
+        if len(gt.load_run(run_dir).metrics) < args.epochs:  # a shorter run of an earlier call: train it on
+            gentool("fit", "--resume", str(run_dir), "--epochs", str(args.epochs), "--quiet", "--device", device)
+            minutes = fit_once(run_dir, fit_args)
         results = json.loads(gentool("evaluate", "--run", str(run_dir), "--metric", "label-accuracy,fid",
                                      "--k", str(args.k), "--device", device, "--json"))
         classes = gt.load_run(run_dir).config.image_spec.classes
