@@ -55,8 +55,9 @@ class Group:
         return index[self.rank::self.world_size] if self.enabled else index
 
     def sum(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Sum each tensor over all processes (in a fixed key order, so collectives line up)."""
-        if not self.enabled:
+        """Sum each tensor over all processes (in a fixed key order, so collectives line up);
+        every process has the same keys, so none of them calls a collective for no values."""
+        if not self.enabled or not values:
             return values
         keys = sorted(values)
         flat = torch.stack([values[k].detach().double().reshape(()).to(self.device) for k in keys])

@@ -103,3 +103,8 @@ def test_bucketed_averaging_overlaps_backward_and_matches_one_process(tmp_path):
     # dropped gradients, and parameters frozen at their optimiser's first step, after it
     assert ranks[0]["overlapped"] > 0 and ranks[0]["averaged"] > 0
     assert ranks[0]["overlapped"] == ranks[1]["overlapped"]
+
+
+def test_summing_no_metrics_needs_no_collective():
+    """A GAN's held-out evaluation has no metrics; under torchrun summing them crashed the run."""
+    assert distributed.Group(rank=1, world_size=2).sum({}) == {}
