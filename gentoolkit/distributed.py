@@ -117,7 +117,8 @@ class _Bucket:
         if self.work is not None:
             self.stale = True
         self.seen[param] = param.grad
-        return self.work is None and self.complete()
+        # the scan over every parameter only once each has been seen, not at every hook call
+        return self.work is None and len(self.seen) == len(self.params) and self.complete()
 
     def complete(self) -> bool:
         return all(p.grad is not None and self.seen.get(p) is p.grad for p in self.params)
