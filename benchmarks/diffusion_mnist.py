@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared import fit_once, gentool, machine, synchronize
+from shared import fit_once, gentool, images_per_second, machine, synchronize
 
 import gentoolkit.api as gt
 from gentoolkit.registry import get_toolkit
@@ -49,13 +49,6 @@ def sample_seconds(run_dir: Path, device: str, n: int, sampler: str, options: di
     run.sample(n, sampler=sampler, options=options, seed=1)
     synchronize(run.device)
     return (time.perf_counter() - start) * 1000 / n
-
-
-def images_per_second(run_dir: Path) -> float:
-    """Training throughput over the run's epochs, weighted by their length."""
-    rows = RunDir(run_dir).metrics()
-    images = sum(row["images_per_second"] * row["seconds"] for row in rows)
-    return images / sum(row["seconds"] for row in rows)
 
 
 def main() -> None:

@@ -20,9 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared import gentool, machine
-
-from gentoolkit.rundir import RunDir
+from shared import gentool, images_per_second, machine
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 MODELS = {  # name: `gentool fit` options; the small U-Net is a CPU's size of the default ddpm
@@ -30,10 +28,6 @@ MODELS = {  # name: `gentool fit` options; the small U-Net is a CPU's size of th
     "bernoulli-vae (conv)": ["bernoulli-vae", "--set", "arch=conv", "--set", "channels=32,64"],
     "ddpm (base_channels=32)": ["ddpm", "--set", "base_channels=32", "--set", "res_blocks=1"],
 }
-
-
-def images_per_second(run_dir: Path) -> float:
-    return RunDir(run_dir).metrics()[-1]["images_per_second"]
 
 
 def main() -> None:

@@ -50,6 +50,13 @@ def fit_once(run_dir: Path, fit_args: list[str]) -> float:
     return sum(row["seconds"] for row in RunDir(run_dir).metrics()) / 60
 
 
+def images_per_second(run_dir: Path) -> float:
+    """Training throughput over the run's epochs, weighted by their length."""
+    rows = RunDir(run_dir).metrics()
+    images = sum(row["images_per_second"] * row["seconds"] for row in rows)
+    return images / sum(row["seconds"] for row in rows)
+
+
 def machine(device: str) -> str:
     """Where a benchmark runs, for its header: CPU, threads, torch and the device (with the GPU's name)."""
     resolved = resolve_device(device)
