@@ -17,7 +17,10 @@ fp32 with ``--channels-last``; ``--precision bf16`` autocast; fp32 with ``--comp
 
 Training goes through ``gentoolkit.api.fit``, gentoolkit's own training path. Its first
 steps (compilation, allocator and cuDNN warm-up) are not timed; the device is synchronised
-at the end of every timed step; a row stops after its step count or time budget. Metrics
+at the end of every timed step; a row stops after its step count or time budget
+(``--budget``). With ``--rounds N`` the whole table is measured N times over, round after
+round, so that every variant meets the machine in each state (a shared CPU's load, a GPU's
+clocks); each cell is then the median round, with the rounds' spread. Metrics
 are timed through the registered metric on data loaded once, after one untimed call on a
 batch of the same shape, with the device synchronised around the timed call. Weights
 trained for one step suffice: speed does not depend on what the model has learnt.
@@ -32,7 +35,7 @@ On a CPU, as the test suite does (procedural data, smallest sizes):
 
 The levers on a CPU, on the rows a CPU can run at full size:
 
-    python benchmarks/gpu.py --device cpu --only vae,dcgan --out cpu-levers.md
+    python benchmarks/gpu.py --device cpu --only vae,dcgan --rounds 3 --budget 10 --out cpu-levers.md
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -113,16 +116,29 @@ class Result:
     time: str = ""  # seconds for a stated amount of work
     warmup: str = ""  # untimed seconds before it, compilation included
     measured: str = ""  # what the numbers were measured over, or why there are none
+    value: float | None = None  # the number rounds are ranked by (a rate or a time); None: nothing to rank
 
 
 @dataclass
 class Row:
-    """One line of the table, measured when ``measure`` is called."""
+    """One line of the table, measured once per round when ``measure`` is called."""
 
     benchmark: str
     variant: str
     measure: Callable[[], Result]
-    result: Result | None = None
+    once: bool = False  # measured in the first round only (a second call would measure something else)
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def result(self) -> Result:
+        """The median round, and the rounds' spread; a failed round's error, which outranks numbers."""
+        failed = [r for r in self.results if r.value is None]
+        if failed or len(self.results) == 1:
+            return (failed or self.results)[0]
+        ranked = sorted(self.results, key=lambda r: r.value)
+        median = ranked[(len(ranked) - 1) // 2]
+        spread = (ranked[-1].value - ranked[0].value) / median.value
+        return replace(median, measured=f"{median.measured}; median of {len(ranked)} rounds, spread {spread:.0%}")
 
 
 @dataclass
@@ -163,7 +179,7 @@ class Bench:
         rate = clock.images_per_second
         epoch = f"{run.config.dataset.train_size / rate:.3g} s/epoch" if per_epoch else ""
         return Result(f"{rate:,.0f} images/s", epoch, f"{clock.warmup_seconds:.3g}",
-                      f"{clock.steps} steps, {clock.seconds:.3g} s")
+                      f"{clock.steps} steps, {clock.seconds:.3g} s", rate)
 
     def trained(self, model: str, image_size: int | None = None,
                 overrides: tuple[str, ...] = ()) -> tuple[gt.Run, ImageData]:
@@ -216,7 +232,7 @@ class Bench:
             warmup, seconds = clock(images[:sizes.eval_batch], sizes.nll_k), clock(images, sizes.nll_k)
         return Result(f"{len(images) * sizes.nll_k / seconds:,.0f} samples/s",
                       f"{seconds * 1000 / len(images):.3g} s per 1,000 images", f"{warmup:.3g}",
-                      f"{len(images):,} images")
+                      f"{len(images):,} images", seconds)
 
     def classifier(self) -> Result:
         """Seconds to train and cache fid's feature classifier, as its first use does."""
@@ -224,7 +240,8 @@ class Bench:
         start = time.perf_counter()
         classifier_features(data, self.device, "fid")  # the cache folder starts empty: this trains it
         synchronize(self.device)
-        return Result(time=f"{time.perf_counter() - start:.3g} s", measured=f"{len(data.train):,} training images")
+        seconds = time.perf_counter() - start
+        return Result(time=f"{seconds:.3g} s", measured=f"{len(data.train):,} training images", value=seconds)
 
     def fid(self, variant: Variant) -> Result:
         """Seconds of the fid metric: draw and embed N images, embed N real ones, compare."""
@@ -234,7 +251,7 @@ class Bench:
             clock = self.metric_clock(fresh, "fid", data, features="classifier")
             warmup, seconds = clock(images[:self.sizes.eval_batch], self.sizes.eval_batch), clock(images, n)
         return Result(time=f"{seconds:.3g} s", warmup=f"{warmup:.3g}",
-                      measured=f"{n:,} generated, {len(images):,} real")
+                      measured=f"{n:,} generated, {len(images):,} real", value=seconds)
 
 
 def rows(bench: Bench, variants: list[Variant]) -> list[Row]:
@@ -248,7 +265,7 @@ def rows(bench: Bench, variants: list[Variant]) -> list[Row]:
               for v in variants]
     for model in ("glow", "ddpm"):
         if model not in models:
-            table.append(Row(f"{model} fit", "all", partial(Result, measured="not installed")))
+            table.append(Row(f"{model} fit", "all", partial(Result, measured="not installed"), once=True))
             continue
         if model in sizes.small:
             label, shrink = f"{model} fit: small ({', '.join(sizes.small[model])}; batch {sizes.small_batch})", \
@@ -258,13 +275,13 @@ def rows(bench: Bench, variants: list[Variant]) -> list[Row]:
         table += [Row(label, v.name, partial(bench.train, model, v, **shrink)) for v in variants]
     table += [Row(f"nll: conv VAE, k={sizes.nll_k}, batch {sizes.eval_batch}, max_floats={sizes.nll_max_floats:,}",
                   v.name, partial(bench.nll, v)) for v in variants]
-    table.append(Row("fid feature classifier: first use trains and caches it", "fp32", bench.classifier))
+    table.append(Row("fid feature classifier: first use trains and caches it", "fp32", bench.classifier, once=True))
     table += [Row(f"fid: dcgan {side}x{side}, {sizes.fid_images:,} generated vs real, batch {sizes.eval_batch}",
                   v.name, partial(bench.fid, v)) for v in variants]
     return table
 
 
-def header(bench: Bench, variants: list[Variant]) -> list[str]:
+def header(bench: Bench, variants: list[Variant], rounds: int) -> list[str]:
     """What the numbers were measured on and with."""
     device, sizes = bench.device, bench.sizes
     if device.type == "cuda":
@@ -283,7 +300,8 @@ def header(bench: Bench, variants: list[Variant]) -> list[str]:
         f"default mode); TF32 matmul {on(torch.backends.cuda.matmul.allow_tf32)}, cuDNN TF32 "
         f"{on(torch.backends.cudnn.allow_tf32)}, cudnn.benchmark {on(torch.backends.cudnn.benchmark)}*  ",
         f"*training: {sizes.warmup} untimed warm-up steps, then at most {sizes.steps} steps or {sizes.budget:g} s, "
-        f"synchronised every step; metrics: one untimed call on one batch first*  ",
+        f"synchronised every step; metrics: one untimed call on one batch first"
+        f"{f'; every row measured in {rounds} rounds, the median shown' if rounds > 1 else ''}*  ",
     ]
 
 
@@ -297,13 +315,13 @@ def markdown(rows: list[Row]) -> list[str]:
 
 
 def measure(row: Row) -> bool:
-    """Fill in ``row``'s result, or the error that stopped it; whether it succeeded."""
+    """Add a round's result to ``row``, or the error that stopped it; whether it succeeded."""
     try:
-        row.result = row.measure()
+        row.results.append(row.measure())
         return True
     except Exception as exc:  # one failed row must not cost the others' numbers
         traceback.print_exc()
-        row.result = Result(measured=f"error: {type(exc).__name__}: {exc}".replace("|", "/").replace("\n", " "))
+        row.results.append(Result(measured=f"error: {type(exc).__name__}: {exc}".replace("|", "/").replace("\n", " ")))
         return False
 
 
@@ -318,8 +336,15 @@ def main() -> None:
                         f"{','.join(VARIANTS)} (default: all)")
     parser.add_argument("--only", default=",".join(ROWS), help=f"a comma-separated subset of the rows "
                         f"{','.join(ROWS)} (default: all)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure the whole table this many times over and "
+                        "show each row's median round (default: 1)")
+    parser.add_argument("--budget", type=float, help="timed seconds per training row (default: 5, 2 with --quick)")
     parser.add_argument("--out", type=Path, help="also write the table here (rewritten after every row)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.budget is not None and not args.budget > 0:
+        parser.error(f"--budget must be a positive number of seconds, got {args.budget}")
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         parser.error(f"--variants: unknown {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
@@ -332,17 +357,24 @@ def main() -> None:
     device = gt.resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XDG_CACHE_HOME"] = tmp  # empty: fid's classifier is trained (and timed) here, no cache touched
-        bench = Bench(device, args.dataset, data_dir, QUICK if args.quick else FULL, Path(tmp) / "runs")
+        sizes = QUICK if args.quick else FULL
+        if args.budget is not None:
+            sizes = replace(sizes, budget=args.budget)
+        bench = Bench(device, args.dataset, data_dir, sizes, Path(tmp) / "runs")
         table = [row for row in rows(bench, variants) if row.benchmark.split()[0].rstrip(":") in only]
         failed = 0
-        for done, row in enumerate(table, 1):
-            failed += not measure(row)
-            r = row.result
-            print(f"{row.benchmark} / {row.variant}: {r.rate} {r.time} {r.measured}", file=sys.stderr)
-            lines = [*header(bench, variants), "", *markdown(table[:done]), "",
-                     f"total wall time (imports not counted): {time.perf_counter() - started:.0f} s"]
-            if args.out:
-                args.out.write_text("\n".join(lines) + "\n")
+        for number in range(args.rounds):
+            for row in table:
+                if number and row.once:
+                    continue
+                failed += not measure(row)
+                r = row.results[-1]
+                print(f"round {number + 1}: {row.benchmark} / {row.variant}: {r.rate} {r.time} {r.measured}",
+                      file=sys.stderr)
+                lines = [*header(bench, variants, args.rounds), "", *markdown([t for t in table if t.results]), "",
+                         f"total wall time (imports not counted): {time.perf_counter() - started:.0f} s"]
+                if args.out:
+                    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     sys.exit(1 if failed else 0)
 

@@ -18,6 +18,7 @@ __version__ = "0.2.0"
 
 # Each public name that is imported on first use, by the module that defines it.
 _LAZY = {
+    "gentoolkit.cache": ("cache_dir",),
     "gentoolkit.callbacks": ("MetricLogger",),
     "gentoolkit.config": ("apply_overrides", "from_dict", "to_dict"),
     "gentoolkit.data": ("batch_count", "binarize", "from_signed", "index_batches", "to_signed", "to_unit"),
@@ -30,7 +31,7 @@ _LAZY = {
     ),
     "gentoolkit.phases": ("phase",),
     "gentoolkit.resources": ("check_memory", "format_bytes", "memory_limit", "usable_memory"),
-    "gentoolkit.standard": ("eval_mode",),
+    "gentoolkit.standard": ("AdamTrainer", "eval_mode"),
     "gentoolkit.training": ("Callback",),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}

@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 
 from gentoolkit import __version__, checkpoint, phases
+from gentoolkit.cache import cache_dir
 from gentoolkit.callbacks import Checkpoints, MetricsLog, ProgressBar, SampleGrids
 from gentoolkit.config import apply_overrides, split_assignment
 from gentoolkit.distributed import Group, process_group
@@ -51,8 +52,7 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
         return Path(data_dir).expanduser().resolve()
     if os.environ.get("GENTOOL_DATA_DIR"):
         return Path(os.environ["GENTOOL_DATA_DIR"]).expanduser().resolve()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "gentoolkit" / "data"
+    return cache_dir("data")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -397,6 +397,7 @@ def _train(toolkit: Toolkit, run_dir: RunDir, device: torch.device, *, plan: _Pl
     if resume_state is not None:  # weights, optimisers and random streams as they were
         run_dir.load_state_weights(model, resume_state)
         trainer.load_state_dict(resume_state["trainer"])
+        trainer.skipped_steps = resume_state.get("skipped_steps", 0)  # metrics.jsonl counts over the whole run
     hooks: list[Callback] = []
     if group.is_main:  # only rank 0 writes
         run_dir.write_config(config.to_json())

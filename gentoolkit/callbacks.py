@@ -106,7 +106,7 @@ class Checkpoints(Callback):
         partial = loop.state.partial
         self.run_dir.save_checkpoint(loop.model, {
             "model": loop.model.state_dict(), "trainer": loop.trainer.state_dict(), "rng": loop.rng_state(),
-            "epoch": loop.state.epoch, "step": loop.state.step,
+            "epoch": loop.state.epoch, "step": loop.state.step, "skipped_steps": loop.trainer.skipped_steps,
             "partial": dataclasses.asdict(partial) if partial is not None else None})
 
 

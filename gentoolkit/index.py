@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gentoolkit.cache import cache_dir
+
 # The kinds of registered component, in the order listings show them (gentoolkit.registry.KINDS
 # holds their base classes).
 KINDS = ("model", "objective", "sampler", "trainer", "dataset", "metric", "callback")
@@ -43,9 +45,8 @@ class Index:
 
 def path() -> Path:
     """The index of this Python environment: ``$XDG_CACHE_HOME`` (else ``~/.cache``)/gentoolkit."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     environment = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
-    return cache / "gentoolkit" / f"index-{environment}.json"
+    return cache_dir(f"index-{environment}.json")
 
 
 def fingerprint() -> str:

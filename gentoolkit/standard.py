@@ -8,12 +8,13 @@ can take the name of.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gentoolkit.errors import GentoolError
 from gentoolkit.hookspecs import hookimpl
@@ -91,8 +92,13 @@ class AdamTrainer(Trainer):
 
     def __init__(self, model: Model, objective: Any, config: Any, lr: float):
         super().__init__(model, objective, config, lr)
-        self.optimizer = self.adam(model.parameters(), lr, betas=(self.config.beta1, self.config.beta2),
+        self.optimizer = self.adam(self.trained_parameters(), lr, betas=(self.config.beta1, self.config.beta2),
                                    weight_decay=self.config.weight_decay)
+
+    def trained_parameters(self) -> Iterable[nn.Parameter]:
+        """What Adam updates: every parameter of the model. A subclass that narrows it changes
+        the optimiser state its runs save, so it must keep to its choice."""
+        return self.model.parameters()
 
     def train_step(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         loss = self._loss(x, labels)

@@ -134,6 +134,7 @@ class EpochProgress:
     counts: dict[str, int] = field(default_factory=dict)  # images behind each sum
 
     def add(self, metrics: dict[str, Tensor], n: int) -> None:
+        """A batch of n images done, and its metrics; a skipped batch (--on-nan skip) adds none."""
         self.batches += 1
         self.images += n
         for key, value in metrics.items():
@@ -226,6 +227,7 @@ class TrainingLoop:
                  state: LoopState | None = None, group: Group = SINGLE, grid_sampler: Sampler | None = None):
         self.model = model
         self.grid_sampler = grid_sampler
+        self._grid: tuple[int, int, Tensor] | None = None  # the last grid drawn: (step, n, images)
         self.group = group
         self.trainer = trainer
         self.options = options
@@ -383,10 +385,9 @@ class TrainingLoop:
                 raise StopTraining(f"training diverged: {bad or 'a metric was NaN or infinite'} at step {first} "
                                    f"(epoch {self.state.epoch + 1}); the last checkpoint is kept. Lower --lr, "
                                    "check the data, or pass --on-nan skip.")
-            if diverged:  # skipped (--on-nan skip), and it contributes no metrics
+            if diverged:  # skipped (--on-nan skip): done, but it contributes no metrics
                 self.first_bad.zero_()
-            else:
-                progress.add(metrics, len(index))
+            progress.add({} if diverged else metrics, len(index))
             self.state.step += 1
             for cb in self.callbacks:
                 cb.on_step(self, metrics)
@@ -443,17 +444,23 @@ class TrainingLoop:
 
     def sample_grid(self, n: int = 64) -> Tensor | None:
         """``n`` images from the grid sampler, drawn with the same noise every epoch so one set
-        of samples can be watched improving; None when the model has no grid sampler."""
+        of samples can be watched improving; None when the model has no grid sampler. Drawn
+        once per step: the callbacks that save, log and upload an epoch's grid share it."""
         if self.grid_sampler is None:
             return None
+        if self._grid is not None and self._grid[:2] == (self.state.step, n):
+            return self._grid[2]
         generator = _generator(self.train_data.device, self.options.seed)
         labels = None
         if conditional(self.model):  # one row per class
             labels = (torch.arange(n, device=self.train_data.device) * self.model.num_classes // n)
         with eval_mode(self.model):
             if labels is None:
-                return self.grid_sampler.sample(self.model, n, generator).images
-            return self.grid_sampler.sample(self.model, n, generator, labels).images
+                images = self.grid_sampler.sample(self.model, n, generator).images
+            else:
+                images = self.grid_sampler.sample(self.model, n, generator, labels).images
+        self._grid = (self.state.step, n, images)
+        return images
 
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:

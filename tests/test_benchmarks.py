@@ -69,3 +69,24 @@ def test_only_measures_the_rows_asked_for(tmp_path):
     rows = quick_run("channels_last", tmp_path / "table.md", "--only", "dcgan,fid")
     assert [row[0].split()[0] for row in rows] == ["dcgan", "fid", "fid:"]
     assert not any(cell.startswith("error") for row in rows for cell in row), rows
+
+
+def test_rounds_show_each_rows_median_and_spread(tmp_path):
+    rows = quick_run("fp32,channels_last", tmp_path / "table.md", "--only", "vae,ddpm", "--rounds", "3",
+                     "--budget", "0.5")
+    assert [(row[0].split()[0], row[1]) for row in rows] == [
+        ("vae", "fp32"), ("vae", "channels_last"), ("ddpm", "fp32"), ("ddpm", "channels_last")]
+    for row in rows:
+        assert re.search(r"; median of 3 rounds, spread \d+%$", row[5]), row
+        positive(row[2])
+
+
+def test_a_row_shows_its_median_round_and_an_error_over_any_number(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from gpu import Result, Row
+
+    row = Row("vae fit", "fp32", measure=lambda: None)
+    row.results = [Result(f"{rate} images/s", measured="5 steps", value=rate) for rate in (90, 120, 100)]
+    assert row.result.rate == "100 images/s" and row.result.measured == "5 steps; median of 3 rounds, spread 30%"
+    row.results.append(Result(measured="error: RuntimeError: out of memory"))
+    assert row.result.measured.startswith("error")

@@ -266,6 +266,29 @@ def test_patience_stops_early_and_keep_best_keeps_the_best(toy, tmp_path):
     assert not torch.equal(best_model.logits, gt.load_run(tmp_path).model.logits)
 
 
+class GridWatcher(Callback):
+    """Counts the grid sampler's calls, and asks the loop for each epoch's grid as a logger does."""
+
+    def on_fit_start(self, loop):
+        self.calls, self.grids, sample = 0, [], loop.grid_sampler.sample
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return sample(*args, **kwargs)
+
+        loop.grid_sampler.sample = counted
+
+    def on_epoch_end(self, loop, row):
+        self.grids.append(loop.sample_grid())
+
+
+def test_an_epochs_grid_is_drawn_once_for_every_callback_that_wants_it(toy, tmp_path):
+    watcher = GridWatcher()
+    gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=2, callbacks=[watcher])
+    assert watcher.calls == 2  # SampleGrids and the watcher share each epoch's draw
+    assert len(watcher.grids) == 2 and all(grid.shape[0] == 64 for grid in watcher.grids)
+
+
 def test_evaluate_computes_registered_metrics(toy, tmp_path):
     run = gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=3)
     result = gt.load_run(tmp_path).evaluate(["pixel-nll"])
@@ -279,6 +302,15 @@ def test_on_nan_skip_counts_and_skips_the_update(toy, tmp_path):
                  overrides=["objective.scale=inf"])
     assert run.metrics[-1]["skipped_steps"] == 8
     assert torch.equal(run.model.logits, torch.zeros(1, 8, 8))  # no update was applied
+
+
+def test_skipped_steps_count_over_the_whole_run_across_resumes(toy, tmp_path):
+    gt.fit("pixels", "stripes", run_dir=tmp_path, epochs=1, max_steps=3, on_nan="skip",
+           overrides=["objective.scale=inf"])
+    gt.resume(tmp_path, max_steps=8)  # finishes the first epoch, stopped after 3 of its 8 steps
+    gt.resume(tmp_path, epochs=2, max_steps=16)
+    rows = gt.load_run(tmp_path).metrics
+    assert [(row["step"], row["skipped_steps"]) for row in rows] == [(8, 8), (16, 16)]  # no batch done twice
 
 
 @pytest.mark.slow

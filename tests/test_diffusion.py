@@ -28,6 +28,7 @@ from gentoolkit import (
     to_signed,
 )
 from gentoolkit.checkpoint import shared_tensors
+from gentoolkit.registry import get_toolkit
 from gentoolkit.testing import toolkit_with
 from gentoolkit_diffusion import (
     DDPM,
@@ -396,6 +397,17 @@ def test_labels_are_dropped_in_training_only():
 
 
 # ------------------------------------------------------------------- training
+
+
+def test_ema_adam_trains_the_raw_weights_with_the_adam_trainers_settings():
+    model = tiny_ddpm(timesteps=20, base_channels=8, attention_levels=(), ema=0.9)
+    trainer = EMAAdam(model, NoiseMSE(), EMAAdam.Config(beta1=0.8), lr=1e-3)
+    (group,) = trainer.optimizer.param_groups
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.net.parameters()}  # not the average
+    assert group["betas"] == (0.8, 0.999) and EMAAdam.Config().grad_clip == 1.0  # Ho et al. clip at 1
+    vae = get_toolkit().models.get("vae")
+    with pytest.raises(GentoolError, match="trainer 'ema-adam' needs a model that keeps a moving average"):
+        EMAAdam(vae(vae.Config(), TINY), NoiseMSE(), EMAAdam.Config(), lr=1e-3)
 
 
 def test_a_tiny_model_learns_a_two_point_data_set():

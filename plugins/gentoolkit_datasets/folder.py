@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
-from gentoolkit import DataOptions, Dataset, GentoolError, ImageData, ImageSpec
+from gentoolkit import DataOptions, Dataset, GentoolError, ImageData, ImageSpec, cache_dir
 from gentoolkit_datasets.memory import fits_in_memory, require_memory
 
 CHANNELS = {"rgb": 3, "grey": 1}  # per value of the ``mode`` option
@@ -233,8 +233,7 @@ def cache_path(folder: Path, files: list[FileEntry], size: int, mode: str) -> Pa
     """
     content = json.dumps([CACHE_VERSION, str(folder), size, mode, files])
     key = hashlib.sha256(content.encode()).hexdigest()[:20]
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    directory = cache_home / "gentoolkit" / "folders" / hashlib.sha256(str(folder).encode()).hexdigest()[:20]
+    directory = cache_dir("folders", hashlib.sha256(str(folder).encode()).hexdigest()[:20])
     return directory / f"{mode}{size}-{key}.safetensors"
 
 

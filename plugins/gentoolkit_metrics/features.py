@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from gentoolkit import GentoolError, ImageData, eval_mode, index_batches, phase, to_unit
+from gentoolkit import GentoolError, ImageData, cache_dir, eval_mode, index_batches, phase, to_unit
 
 Features = Literal["auto", "classifier", "inception"]
 
@@ -142,7 +142,7 @@ def train_classifier(images: Tensor, labels: Tensor, device: torch.device, steps
 
 def features_cache() -> Path:
     """Where trained classifiers are kept: ``$XDG_CACHE_HOME`` (else ``~/.cache``) / gentoolkit/features."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gentoolkit" / "features"
+    return cache_dir("features")
 
 
 def data_digest(images: Tensor, labels: Tensor) -> str:
