@@ -40,6 +40,7 @@ from gentoolkit.training import (
     LoopState,
     TrainingLoop,
     TrainingOptions,
+    trains_channels_last,
 )
 
 RUNS_DIR = Path("runs")
@@ -105,6 +106,8 @@ class Run:
         """The trained model, rebuilt from config.json and the safetensors weights."""
         model = build_model(self.toolkit, self.config)
         self.dir.load_weights(model, self.weights)
+        if trains_channels_last(model, self.config.training.channels_last):
+            model.to(memory_format=torch.channels_last)
         return model.to(self.device).eval()
 
     @cached_property

@@ -122,6 +122,13 @@ def compile_networks(model: Model) -> bool:
     return True
 
 
+def trains_channels_last(model: Model, choice: bool | None) -> bool:
+    """Whether ``model`` keeps its 4-D weights channels-last (NHWC): as ``--channels-last`` or
+    ``--no-channels-last`` chose, else as its class prefers. A loaded run computes in the same
+    format it trained in."""
+    return model.channels_last if choice is None else choice
+
+
 @dataclass
 class EpochProgress:
     """How far the current epoch got, so an interrupted run resumes mid-epoch exactly."""
@@ -269,7 +276,7 @@ class TrainingLoop:
         # reading is free (the CPU), a step's metrics decide a skip (--on-nan skip) or processes vote.
         self.first_bad = torch.zeros((), dtype=torch.long, device=device)
         self.check_every_step = device.type == "cpu" or options.on_nan == "skip" or group.enabled
-        if model.channels_last if options.channels_last is None else options.channels_last:
+        if trains_channels_last(model, options.channels_last):
             model.to(memory_format=torch.channels_last)  # convolutions then compute in NHWC as well
         if options.compile:
             compile_networks(model)

@@ -323,6 +323,9 @@ def test_fit_trains_channels_last_unless_told_not_to_and_resumes(tmp_path, choic
                channels_last=choice, overrides=["nz=16", "ngf=4", "ndf=4"], callbacks=[seen])
         assert seen.channels_last is expected
         resumed = gt.resume(tmp_path / "run", epochs=2, callbacks=[seen])
+        loaded = gt.load_run(tmp_path / "run", device="cpu").model  # samples and evaluates in the format it trained in
     assert seen.channels_last is expected  # the run's own choice, kept in its config
     assert [row["step"] for row in resumed.metrics] == [2, 4]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["channels_last"] == choice
+    weight = next(p for p in loaded.netd.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert (weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()) is expected
