@@ -17,6 +17,7 @@ FLOPs here count the matrix products and convolutions (a multiply-add is two), w
 all but a few percent of the work.
 
     GENTOOL_DATA_DIR=../shared/data python benchmarks/compute_bound.py
+    GENTOOL_DATA_DIR=../shared/data python benchmarks/compute_bound.py --quick   # a check, as the tests run it
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from gentoolkit import Callback
 DCGAN_CYCLE = 5  # batches in which the generator steps once (g_every=5)
 
 
-def matmul_peak(n: int = 2048, seconds: float = 3.0) -> float:
+def matmul_peak(n: int, seconds: float) -> float:
     """The best FLOP/s of one n x n fp32 matrix product, over ``seconds`` of repeats."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b  # warm-up
@@ -50,18 +51,26 @@ def matmul_peak(n: int = 2048, seconds: float = 3.0) -> float:
 
 
 class FlopCount(Callback):
-    """Counts the FLOPs of the training steps after the first, for ``steps`` steps."""
+    """Counts the FLOPs of the trainer's ``train_step`` calls after the first, for ``steps`` calls;
+    what the loop does between them (an epoch's held-out evaluation and sample grid) is not counted."""
 
     def __init__(self, steps: int):
         super().__init__()
-        self.steps, self.counter, self.flops = steps, FlopCounterMode(display=False), 0
+        self.steps, self.calls, self.flops = steps, 0, 0
 
-    def on_step(self, loop, metrics) -> None:
-        if loop.state.step == 1:
-            self.counter.__enter__()
-        elif loop.state.step == 1 + self.steps:
-            self.counter.__exit__(None, None, None)
-            self.flops = self.counter.get_total_flops()
+    def on_fit_start(self, loop) -> None:
+        train_step = loop.trainer.train_step
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            if not 1 < self.calls <= 1 + self.steps:
+                return train_step(*args, **kwargs)
+            with FlopCounterMode(display=False) as counter:
+                metrics = train_step(*args, **kwargs)
+            self.flops += counter.get_total_flops()
+            return metrics
+
+        loop.trainer.train_step = counted
 
 
 def dcgan_flops_per_image(folder: Path, batch: int) -> float:
@@ -101,12 +110,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24, help="steps timed per DCGAN loop, as in dcgan_speed.py")
     parser.add_argument("--k", type=int, default=5000, help="importance samples per image for the nll")
     parser.add_argument("--nll-images", type=int, default=20, help="test images the nll is timed on")
+    parser.add_argument("--quick", action="store_true", help="a small matmul, 3 steps, k=8 on 2 images: a check")
     args = parser.parse_args()
-    batch = 64
-    peak = matmul_peak()
+    if args.quick:
+        args.steps, args.k, args.nll_images = 3, 8, 2
+    batch, side = 64, 256 if args.quick else 2048
+    peak = matmul_peak(side, 0.2 if args.quick else 3.0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
-        make_folder(folder, 2048)
+        make_folder(folder, 128 if args.quick else 2048)
         torch.manual_seed(0)
         article = article_images_per_second(folder, args.steps, batch, workers=2)
         gentool = gentool_images_per_second(folder, args.steps, batch)
@@ -114,16 +126,16 @@ def main() -> None:
     nll_flops, nll_seconds = nll_measurements(args.data_dir, args.k, args.nll_images)
 
     print(f"# what the arithmetic allows; {machine('cpu')}")
-    print(f"# peak: best 2048 x 2048 fp32 matmul, {peak / 1e9:.0f} GFLOP/s")
+    print(f"# peak: best {side} x {side} fp32 matmul, {peak / 1e9:.0f} GFLOP/s")
     print("| work | GFLOP each | measured | measured GFLOP/s | at 100% of peak | goal | goal needs |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     goal = 2 * article
-    print(f"| dcgan 96x96 training image (batch {batch}, g_every=5) | {dcgan_flops / 1e9:.2f} | "
+    print(f"| dcgan 96x96 training image (batch {batch}, g_every=5) | {dcgan_flops / 1e9:.3g} | "
           f"{gentool:.1f} images/s (article {article:.1f}) | {gentool * dcgan_flops / 1e9:.0f} | "
           f"{peak / dcgan_flops:.0f} images/s | {goal:.0f} images/s (2x article) | "
           f"{goal * dcgan_flops / peak:.0%} of peak |")
     total = 10_000 * nll_flops
-    print(f"| conv VAE nll, one test image at k={args.k} | {nll_flops / 1e9:.1f} | "
+    print(f"| conv VAE nll, one test image at k={args.k} | {nll_flops / 1e9:.3g} | "
           f"{10_000 * nll_seconds / 60:.0f} min per 10,000 images | {nll_flops / nll_seconds / 1e9:.0f} | "
           f"{total / peak / 60:.1f} min per 10,000 images | 20 min | {total / (20 * 60) / peak:.0%} of peak |")
 

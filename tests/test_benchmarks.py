@@ -90,3 +90,28 @@ def test_a_row_shows_its_median_round_and_an_error_over_any_number(monkeypatch):
     assert row.result.rate == "100 images/s" and row.result.measured == "5 steps; median of 3 rounds, spread 30%"
     row.results.append(Result(measured="error: RuntimeError: out of memory"))
     assert row.result.measured.startswith("error")
+
+
+@pytest.mark.slow
+def test_compute_bound_counts_the_flops_of_gentools_own_work(mnist_root):
+    script = SCRIPT.parent / "compute_bound.py"
+    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "GENTOOL_DATA_DIR": str(mnist_root)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = {line.split("|")[1].strip().split()[0]: [cell.strip() for cell in line.strip("|").split("|")]
+            for line in result.stdout.splitlines() if line.startswith("| dcgan") or line.startswith("| conv")}
+    # Multiply-adds per image of each network pass, layer by layer (input pixels x in x out x taps).
+    netg = 100 * 512 * 16 + 3 * (16 * 512 * 256 * 16) + 1024 * 64 * 3 * 25  # last: 5 x 5, stride 3
+    netd = 1024 * 64 * 3 * 25 + 3 * (16 * 512 * 256 * 16) + 512 * 16  # first: 5 x 5, stride 3
+    first_g, first_d = 100 * 512 * 16, 1024 * 64 * 3 * 25
+    # Five batches: five discriminator steps (generator forward without gradients; the discriminator
+    # forward and backward on real and fake, no input gradient at its first layer), one generator step
+    # (both forward, the frozen discriminator's input gradients, the generator's backward but for z).
+    cycle = 5 * (netg + 6 * netd - 2 * first_d) + (3 * netg + 2 * netd - first_g)
+    assert float(rows["dcgan"][1]) == pytest.approx(2 * cycle / 5 / 1e9, abs=0.006)  # 1.67 GFLOP
+    # The conv VAE: 8 decoder passes and one encoder pass per image.
+    decoder = 32 * 3136 + 49 * 64 * 32 * 16 + 196 * 32 * 16
+    encoder = 196 * 32 * 16 + 49 * 64 * 32 * 16 + 3136 * 64
+    assert float(rows["conv"][1]) == pytest.approx(2 * (8 * decoder + encoder) / 1e9, rel=0.01)
+    for row in rows.values():
+        assert re.match(r"\d+% of peak$", row[-1]), row
