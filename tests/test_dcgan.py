@@ -314,8 +314,8 @@ class MemoryFormat(Callback):
         self.channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
-@pytest.mark.parametrize("choice, expected", [(None, True), (False, False)])
-def test_fit_trains_channels_last_unless_told_not_to_and_resumes(tmp_path, choice, expected):
+@pytest.mark.parametrize("choice, expected", [(None, False), (True, True), (False, False)])
+def test_fit_trains_channels_last_when_told_to_and_resumes(tmp_path, choice, expected):
     plugin = types.SimpleNamespace(register_datasets=hookimpl(lambda register: register(Noise28)))
     seen = MemoryFormat()
     with toolkit_with(plugin):
