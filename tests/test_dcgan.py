@@ -305,13 +305,18 @@ def test_fit_resume_and_rank_through_the_api(tmp_path):
     assert torch.all(samples.scores[:-1] >= samples.scores[1:])
 
 
-class MemoryFormat(Callback):
-    """Records whether the discriminator's convolutions with several input channels train channels-last
+def netd_channels_last(model) -> bool:
+    """Whether the discriminator's convolutions with several input channels are channels-last
     (one with one input channel is both formats at once)."""
+    weight = next(p for p in model.netd.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+class MemoryFormat(Callback):
+    """Records whether the discriminator trains channels-last."""
 
     def on_fit_start(self, loop) -> None:
-        weight = next(p for p in loop.model.netd.parameters() if p.dim() == 4 and p.shape[1] > 1)
-        self.channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        self.channels_last = netd_channels_last(loop.model)
 
 
 @pytest.mark.parametrize("choice, expected", [(None, False), (True, True), (False, False)])
@@ -327,5 +332,4 @@ def test_fit_trains_channels_last_when_told_to_and_resumes(tmp_path, choice, exp
     assert seen.channels_last is expected  # the run's own choice, kept in its config
     assert [row["step"] for row in resumed.metrics] == [2, 4]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["channels_last"] == choice
-    weight = next(p for p in loaded.netd.parameters() if p.dim() == 4 and p.shape[1] > 1)
-    assert (weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()) is expected
+    assert netd_channels_last(loaded) is expected
